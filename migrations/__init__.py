@@ -1,0 +1,1 @@
+"""Numbered plain-SQL migrations, shipped as package data and applied by ``ledger.migrate``."""

@@ -1,0 +1,158 @@
+"""Shared fixtures: a real PostgreSQL for every test, each test on a fresh migrated database.
+
+The server comes from ``LEDGER_TEST_DATABASE_URL`` if set, else from testcontainers when a
+Docker engine answers, else from the embedded server. A template database is migrated once
+per session; each test gets its own copy, which is cheap and leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg_pool import AsyncConnectionPool
+
+from api.app import create_app
+from ledger.database import connect, create_pool, embedded_server
+from ledger.migrate import migrate
+from ledger.settings import Settings
+
+_TEMPLATE = f"ledger_template_{os.getpid()}"
+_counter = itertools.count()
+
+
+def _docker_postgres() -> contextlib.AbstractContextManager[str] | None:
+    """A testcontainers Postgres if a Docker engine answers, else None."""
+    try:
+        import docker
+
+        docker.from_env(timeout=2).ping()
+    except Exception:
+        return None
+    from testcontainers.postgres import PostgresContainer
+
+    @contextlib.contextmanager
+    def running() -> Iterator[str]:
+        with PostgresContainer("postgres:16-alpine", driver=None) as container:
+            yield container.get_connection_url()
+
+    return running()
+
+
+@pytest.fixture(scope="session")
+def server_url() -> Iterator[str]:
+    """Admin URL of the PostgreSQL server the suite runs against."""
+    if url := os.environ.get("LEDGER_TEST_DATABASE_URL"):
+        yield url
+        return
+    if (container := _docker_postgres()) is not None:
+        with container as url:
+            yield url
+        return
+    with (
+        tempfile.TemporaryDirectory(prefix="ledger-test-pg-") as root,
+        embedded_server(Path(root) / "data", delete=True) as url,
+    ):
+        yield url
+
+
+def database_url_for(server_url: str, dbname: str) -> str:
+    """The URL of another database on the same server."""
+    return make_conninfo(**{**conninfo_to_dict(server_url), "dbname": dbname})
+
+
+@pytest.fixture(scope="session")
+def template_database(server_url: str) -> Iterator[str]:
+    """A database migrated once per session; tests copy it."""
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{_TEMPLATE}"')
+        admin.execute(f'CREATE DATABASE "{_TEMPLATE}"')
+
+    async def _migrate() -> None:
+        async with connect(database_url_for(server_url, _TEMPLATE)) as conn:
+            await migrate(conn)
+
+    asyncio.run(_migrate())
+    yield _TEMPLATE
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{_TEMPLATE}" WITH (FORCE)')
+
+
+@pytest.fixture
+def database_url(server_url: str, template_database: str) -> Iterator[str]:
+    """URL of a fresh, migrated database for this test alone."""
+    name = f"ledger_test_{os.getpid()}_{next(_counter)}"
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
+    yield database_url_for(server_url, name)
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[AsyncConnectionPool[Any]]:
+    """An open connection pool on this test's database, configured like the service's."""
+    pool = create_pool(database_url, size=8, name="test")
+    await pool.open(wait=True)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+@pytest.fixture
+async def conn(database_url: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    """One autocommit connection on this test's database."""
+    async with connect(database_url) as connection:
+        yield connection
+
+
+PLIVO_TOKEN = "test-plivo-auth-token"
+API_TOKEN = "test-read-api-token"
+PUBLIC_URL = "https://ledger.example.com"
+CALLBACK_URL = f"{PUBLIC_URL}/plivo/status"
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    """Service settings for this test's database, with known Plivo and read-API tokens."""
+    return Settings(
+        database_url=database_url,
+        data_dir=tmp_path,
+        public_url=PUBLIC_URL,
+        plivo_auth_tokens=(PLIVO_TOKEN,),
+        api_tokens=(API_TOKEN,),
+    )
+
+
+@pytest.fixture
+async def client(settings: Settings) -> AsyncIterator[AsyncTestClient[Litestar]]:
+    """The real ASGI app, lifespan included, on this test's database."""
+    assert settings.database_url is not None
+    async with AsyncTestClient(create_app(settings, settings.database_url)) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def auth() -> dict[str, str]:
+    """Headers that pass the read API's token check."""
+    return {"Authorization": f"Bearer {API_TOKEN}"}
+
+
+async def count_events(database_url: str) -> int:
+    """How many events the ledger holds."""
+    async with connect(database_url) as connection:
+        row = await (await connection.execute("SELECT count(*) FROM events")).fetchone()
+    assert row is not None
+    return int(row[0])
