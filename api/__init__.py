@@ -1,0 +1,1 @@
+"""Interfaces: the Litestar app and the ``ledger`` command line."""

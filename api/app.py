@@ -1,0 +1,88 @@
+"""The Litestar application: routes, OpenAPI, error handling and the process lifespan."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import psycopg
+from litestar import Litestar, Request, Response
+from litestar.exceptions import HTTPException
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+from psycopg_pool import PoolTimeout, TooManyRequests
+
+from api.callbacks import receive_status
+from api.messages import MessageController
+from api.ops import health, metrics, ready
+from api.problems import handle_http_exception, handle_unexpected, problem_response
+from api.services import Services
+from api.telemetry import APPEND_BATCH
+from ledger.database import create_pool
+from ledger.group_commit import GroupCommitter
+from ledger.settings import Settings
+from ledger.tokens import ensure_api_tokens
+
+log = logging.getLogger(__name__)
+
+
+def _database_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    log.warning("database unavailable on %s: %s", request.url.path, type(exc).__name__)
+    return problem_response(
+        503,
+        "The database is unavailable right now. Retry later.",
+        headers={"Retry-After": "5"},
+        instance=request.url.path,
+    )
+
+
+def create_app(settings: Settings, database_url: str) -> Litestar:
+    """The app for one process, talking to the database at ``database_url``."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        pool = create_pool(database_url, size=settings.pool_size)
+        await pool.open(wait=False)
+        committer = GroupCommitter(
+            pool,
+            max_batch=settings.append_batch_max,
+            flushers=settings.append_flushers,
+            on_batch=APPEND_BATCH.observe,
+        )
+        await committer.start()
+        tokens, _ = ensure_api_tokens(settings)
+        app.state.services = Services(settings, pool, committer, tokens)
+        try:
+            yield
+        finally:
+            # In-flight appends finish before the pool goes: every 200 was a commit.
+            await committer.close()
+            await pool.close()
+
+    return Litestar(
+        route_handlers=[receive_status, MessageController, health, ready, metrics],
+        lifespan=[lifespan],
+        request_max_body_size=settings.max_body_bytes,
+        exception_handlers={
+            HTTPException: handle_http_exception,
+            psycopg.OperationalError: _database_unavailable,
+            PoolTimeout: _database_unavailable,
+            TooManyRequests: _database_unavailable,
+            Exception: handle_unexpected,
+        },
+        openapi_config=OpenAPIConfig(
+            title="Plivo delivery ledger",
+            version="0.1.0",
+            description="Plivo status callbacks kept as immutable events, with read views.",
+            path="/schema",
+            components=Components(
+                security_schemes={
+                    "bearer": SecurityScheme(
+                        type="http", scheme="bearer", description="Read-API token"
+                    )
+                }
+            ),
+        ),
+    )

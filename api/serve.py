@@ -1,0 +1,42 @@
+"""Run the app under the production ASGI server (granian), with N worker processes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+from granian.constants import Interfaces
+from granian.server import Server
+
+from ledger.settings import Settings
+
+
+def serve(settings: Settings, database_url: str) -> None:
+    """Serve until SIGINT/SIGTERM; workers drain in-flight requests before exiting.
+
+    Workers are separate processes that build the app from the environment, so the resolved
+    database URL and listening address are handed to them there.
+    """
+    os.environ["DATABASE_URL"] = database_url
+    os.environ["LEDGER_HOST"] = settings.host
+    os.environ["LEDGER_PORT"] = str(settings.port)
+    metrics_dir = None
+    if settings.workers > 1:
+        # Each worker records its own metrics; a scrape must see the sum of all of them.
+        metrics_dir = tempfile.mkdtemp(prefix="ledger-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    try:
+        Server(
+            "api.asgi:app",
+            address=settings.host,
+            port=settings.port,
+            interface=Interfaces.ASGI,
+            workers=settings.workers,
+            factory=True,
+            log_access=False,
+            backlog=2048,
+        ).serve()
+    finally:
+        if metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -1,0 +1,28 @@
+"""The long-lived parts one app process shares between requests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from litestar.datastructures import State
+from psycopg_pool import AsyncConnectionPool
+
+from ledger.group_commit import GroupCommitter
+from ledger.settings import Settings
+
+
+@dataclass(frozen=True)
+class Services:
+    """Settings, the pool, the group committer and the accepted read-API tokens."""
+
+    settings: Settings
+    pool: AsyncConnectionPool[Any]
+    committer: GroupCommitter
+    api_tokens: tuple[str, ...]
+
+
+def services(state: State) -> Services:
+    """The app's services (a Litestar dependency)."""
+    found: Services = state.services
+    return found

@@ -1,0 +1,177 @@
+"""Realistic, signed Plivo callback traffic for `ledger simulate`, the tests and the benchmarks."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import secrets
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from urllib.parse import urlencode
+
+import httpx
+import msgspec
+
+from ledger.signatures import sign_v3
+
+Params = list[tuple[str, str]]
+
+#: Final outcomes and how often each happens in the simulated traffic.
+OUTCOMES = (("delivered", 0.80), ("undelivered", 0.08), ("failed", 0.07), ("sent", 0.05))
+UNDELIVERED_CODES = ("20", "30", "50", "70", "80", "90", "100", "200")
+FAILED_CODES = ("10", "40", "420", "450", "900", "1000")
+PLIVO_TIME = "%Y-%m-%d %H:%M:%S.%f"
+
+
+class SignedCallback(msgspec.Struct, frozen=True):
+    """One callback as Plivo would send it: the form body and its signature headers."""
+
+    message_uuid: str
+    status: str
+    body: bytes
+    headers: dict[str, str]
+
+
+def lifecycle(rng: random.Random, start: datetime, message_uuid: str | None = None) -> list[Params]:
+    """The callbacks Plivo sends for one outbound SMS, in the order Plivo generates them."""
+    message_uuid = message_uuid or str(uuid.UUID(int=rng.getrandbits(128), version=4))
+    outcome = rng.choices([o for o, _ in OUTCOMES], [w for _, w in OUTCOMES])[0]
+    units = rng.choice((1, 1, 1, 2, 3))
+    rate = Decimal("0.00350")
+    common = [
+        ("From", "1415555" + f"{rng.randrange(10_000):04d}"),
+        ("To", "9198" + f"{rng.randrange(100_000_000):08d}"),
+        ("MessageUUID", message_uuid),
+        ("ParentMessageUUID", message_uuid),
+        ("PartInfo", "1 of 1"),
+        ("PowerpackUUID", ""),
+        ("Type", "sms"),
+        ("Units", str(units)),
+        ("MCC", "405"),
+        ("MNC", "803"),
+        ("MessageTime", start.strftime(PLIVO_TIME)),
+    ]
+    queued_at = start + timedelta(milliseconds=rng.randrange(50, 500))
+    steps: list[tuple[str, str, datetime]] = [("queued", "QueuedTime", queued_at)]
+    sent_at = queued_at + timedelta(milliseconds=rng.randrange(100, 3000))
+    if outcome == "failed":
+        steps.append(("failed", "DeliveryReportTime", sent_at))
+    else:
+        steps.append(("sent", "SentTime", sent_at))
+        if outcome != "sent":
+            reported = sent_at + timedelta(seconds=rng.expovariate(1 / 8))
+            steps.append((outcome, "DeliveryReportTime", reported))
+    callbacks = []
+    for sequence, (status, time_field, at) in enumerate(steps, start=1):
+        charged = status not in {"queued", "failed"}
+        error = ""
+        if status == "undelivered":
+            error = rng.choice(UNDELIVERED_CODES)
+        elif status == "failed":
+            error = rng.choice(FAILED_CODES)
+        callbacks.append(
+            [
+                *common,
+                ("Status", status),
+                ("Sequence", str(sequence)),
+                ("ErrorCode", error),
+                ("TotalRate", str(rate if charged else Decimal("0.00000"))),
+                ("TotalAmount", str(rate * units if charged else Decimal("0.00000"))),
+                (time_field, at.strftime(PLIVO_TIME)),
+            ]
+        )
+    return callbacks
+
+
+def sign(params: Params, *, url: str, auth_token: str) -> SignedCallback:
+    """Encode ``params`` as Plivo's form body and sign it with V3, as Plivo would for ``url``."""
+    nonce = secrets.token_hex(10)
+    signature = sign_v3(method="POST", url=url, params=params, nonce=nonce, auth_token=auth_token)
+    fields = dict(params)
+    return SignedCallback(
+        message_uuid=fields.get("MessageUUID", ""),
+        status=fields.get("Status", ""),
+        body=urlencode(params).encode(),
+        headers={
+            "content-type": "application/x-www-form-urlencoded",
+            "x-plivo-signature-v3": signature,
+            "x-plivo-signature-v3-nonce": nonce,
+        },
+    )
+
+
+class Traffic(msgspec.Struct, frozen=True):
+    """A planned run: the callbacks to send, in sending order."""
+
+    callbacks: list[SignedCallback]
+    messages: int
+    duplicates: int
+
+
+def plan_traffic(
+    *,
+    messages: int,
+    url: str,
+    auth_token: str,
+    duplicate_ratio: float = 0.1,
+    shuffle: bool = True,
+    seed: int = 0,
+    start: datetime | None = None,
+) -> Traffic:
+    """Lifecycles for ``messages`` messages, with retried duplicates and per-message reordering."""
+    rng = random.Random(seed)  # noqa: S311 - test traffic, not cryptography
+    start = start or datetime.now(UTC) - timedelta(minutes=5)
+    callbacks = [
+        sign(params, url=url, auth_token=auth_token)
+        for _ in range(messages)
+        for params in lifecycle(rng, start + timedelta(seconds=rng.randrange(3600)))
+    ]
+    duplicates = [rng.choice(callbacks) for _ in range(int(len(callbacks) * duplicate_ratio))]
+    callbacks += duplicates
+    if shuffle:
+        rng.shuffle(callbacks)
+    return Traffic(callbacks, messages, len(duplicates))
+
+
+class SendReport(msgspec.Struct, frozen=True):
+    """What a run of traffic got back from the server."""
+
+    sent: int
+    by_status: dict[int, int]
+    seconds: float
+
+
+async def send(
+    traffic: Sequence[SignedCallback],
+    *,
+    base_url: str,
+    path: str = "/plivo/status",
+    concurrency: int = 16,
+) -> SendReport:
+    """POST every callback to the server with ``concurrency`` clients; count the answers."""
+    queue: asyncio.Queue[SignedCallback] = asyncio.Queue()
+    for callback in traffic:
+        queue.put_nowait(callback)
+    by_status: dict[int, int] = {}
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+
+    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30) as client:
+
+        async def worker() -> None:
+            while not queue.empty():
+                callback = queue.get_nowait()
+                try:
+                    response = await client.post(
+                        path, content=callback.body, headers=callback.headers
+                    )
+                    code = response.status_code
+                except httpx.TransportError:
+                    code = 0
+                by_status[code] = by_status.get(code, 0) + 1
+
+        started = asyncio.get_running_loop().time()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        seconds = asyncio.get_running_loop().time() - started
+    return SendReport(len(traffic), dict(sorted(by_status.items())), seconds)

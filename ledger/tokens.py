@@ -1,0 +1,49 @@
+"""Read-API bearer tokens: configured ones, or one generated once and kept in the data dir."""
+
+from __future__ import annotations
+
+import hmac
+import os
+import secrets
+from collections.abc import Sequence
+from pathlib import Path
+
+from ledger.settings import Settings
+
+TOKEN_FILE = "api-token"
+
+
+def token_path(settings: Settings) -> Path:
+    """Where the generated token lives."""
+    return settings.data_dir / TOKEN_FILE
+
+
+def ensure_api_tokens(settings: Settings) -> tuple[tuple[str, ...], bool]:
+    """The accepted tokens, and whether one was generated just now.
+
+    ``LEDGER_API_TOKENS`` wins; otherwise a token is generated on first use and stored with
+    owner-only permissions, so every later start (and ``ledger token``) finds the same one.
+    """
+    if settings.api_tokens:
+        return settings.api_tokens, False
+    path = token_path(settings)
+    if path.is_file():
+        return (path.read_text("utf-8").strip(),), False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process generated it first: use theirs
+        return (path.read_text("utf-8").strip(),), False
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        file.write(token + "\n")
+    return (token,), True
+
+
+def token_matches(presented: str, accepted: Sequence[str]) -> bool:
+    """Constant-time check of a presented token against every accepted one."""
+    given = presented.encode()
+    matched = False
+    for token in accepted:
+        matched |= hmac.compare_digest(given, token.encode())
+    return matched
