@@ -195,3 +195,7 @@ def require_callback_auth(settings: Settings) -> None:
             "PLIVO_AUTH_TOKEN is not set: set it to your Plivo auth token (comma-separate several "
             "during rotation), or set LEDGER_INSECURE_SKIP_SIGNATURES=1 for local development only"
         )
+
+
+#: Every environment variable the service reads.
+SETTING_NAMES = frozenset(_SOURCES)

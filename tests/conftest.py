@@ -15,12 +15,12 @@ import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool
 
 from api.app import create_app
@@ -69,7 +69,7 @@ def server_url() -> Iterator[str]:
 
 def database_url_for(server_url: str, dbname: str) -> str:
     """The URL of another database on the same server."""
-    return make_conninfo(**{**conninfo_to_dict(server_url), "dbname": dbname})
+    return urlunsplit(urlsplit(server_url)._replace(path=f"/{dbname}"))
 
 
 @pytest.fixture(scope="session")

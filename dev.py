@@ -1,0 +1,68 @@
+#!/usr/bin/env python3
+"""Zero-setup entry point: creates (or reuses) ./.venv, installs the project, runs a command.
+
+    python3 dev.py serve [ledger serve options]   start the service (embedded Postgres by default)
+    python3 dev.py test [pytest options]          run the whole test suite
+    python3 dev.py bench [bench options]          run the benchmarks (see bench/README.md)
+    python3 dev.py ledger COMMAND ...             any ledger command (audit, replay, token, ...)
+
+Only the standard library is used here, so it runs on a fresh Python 3.11+.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PYTHON = BIN / "python"
+
+
+def ensure_environment() -> None:
+    """Create the virtualenv and (re)install the project when pyproject.toml changed."""
+    if sys.version_info < (3, 11):
+        sys.exit(f"dev.py: Python 3.11 or newer is needed, this is {sys.version.split()[0]}")
+    if not PYTHON.exists():
+        print(f"dev.py: creating virtualenv in {VENV}", flush=True)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()[:16]
+    stamp = VENV / f".installed-{digest}"
+    if stamp.exists():
+        return
+    print("dev.py: installing the project and its dependencies", flush=True)
+    pip = [str(PYTHON), "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "install", "--upgrade", "pip"], check=True)
+    subprocess.run([*pip, "install", "-e", f"{ROOT}[dev]"], check=True)
+    for old in VENV.glob(".installed-*"):
+        old.unlink()
+    stamp.touch()
+
+
+def main(argv: list[str]) -> int:
+    """Run the requested command inside the virtualenv; return its exit status."""
+    if not argv or argv[0] not in {"serve", "test", "bench", "ledger"}:
+        print(__doc__, file=sys.stderr)
+        return 2
+    ensure_environment()
+    command, rest = argv[0], argv[1:]
+    if command == "serve":
+        return subprocess.call([str(BIN / "ledger"), "serve", *rest], cwd=ROOT)
+    if command == "ledger":
+        return subprocess.call([str(BIN / "ledger"), *rest])
+    if command == "bench":
+        return subprocess.call([str(PYTHON), "-m", "bench", *rest], cwd=ROOT)
+    status = subprocess.call([str(PYTHON), "-m", "pytest", *rest], cwd=ROOT)
+    if status == 5:
+        print("dev.py: pytest collected no tests: that is a failure, not a pass", file=sys.stderr)
+        return 1
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
