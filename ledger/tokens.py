@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ledger.settings import Settings
 
-TOKEN_FILE = "api-token"
+TOKEN_FILE = "api-token"  # noqa: S105 - a file name, not a secret
 
 
 def token_path(settings: Settings) -> Path:

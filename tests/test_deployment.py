@@ -52,6 +52,7 @@ def test_the_image_serves_on_the_published_port_with_a_readiness_healthcheck() -
     assert "EXPOSE 8000" in dockerfile
     assert "LEDGER_PORT=8000" in dockerfile
     assert 'CMD ["ledger", "serve"]' in dockerfile
-    assert "HEALTHCHECK" in dockerfile and "/ready" in dockerfile
+    assert "HEALTHCHECK" in dockerfile
+    assert "/ready" in dockerfile
     for package in ("ledger", "projections", "api", "migrations"):
         assert f"COPY {package} ./{package}" in dockerfile
