@@ -1,0 +1,455 @@
+"""The message_status view: the fold's precedence rules, order independence, build == apply.
+
+The event helpers and the order-independence property defined here are shared with the
+metrics and query tests, which import them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import itertools
+import os
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from uuid import UUID, uuid4
+
+import psycopg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from psycopg import sql
+
+from ledger.events import (
+    MESSAGE_EXPIRED,
+    MESSAGE_SUBMITTED,
+    STATUS_REPORTED,
+    EventMeta,
+    NewEvent,
+    RecordedEvent,
+)
+from ledger.store import Append, Checkpoint, append, head, read_after
+from projections.base import Projector
+from projections.queries import get_message_status
+from projections.registry import PROJECTORS, projector_named
+from projections.status import MessageStatusProjector
+from projections.views import MessageStatus
+
+Conn = psycopg.AsyncConnection[Any]
+
+#: Five minutes before a UTC midnight, so that lifecycles straddle a day boundary.
+T0 = datetime(2026, 3, 1, 23, 55, tzinfo=UTC)
+_keys = itertools.count()
+
+
+def _dedup_key() -> bytes:
+    return hashlib.sha256(f"test-{os.getpid()}-{next(_keys)}".encode()).digest()
+
+
+def callback(
+    message: UUID,
+    status: str | None,
+    *,
+    at: datetime | None = None,
+    sequence: int | str | None = None,
+    error_code: str = "",
+    units: str = "1",
+    amount: str = "0.00000",
+    sender: str = "14155550100",
+    recipient: str = "919876543210",
+) -> NewEvent:
+    """A Plivo status callback as the ingest path would append it (unique dedup key)."""
+    payload: dict[str, str | list[str]] = {
+        "MessageUUID": str(message),
+        "ErrorCode": error_code,
+        "From": sender,
+        "To": recipient,
+        "Type": "sms",
+        "Units": units,
+        "TotalAmount": amount,
+    }
+    if status is not None:
+        payload["Status"] = status
+    if sequence is not None:
+        payload["Sequence"] = str(sequence)
+    return NewEvent(
+        message_uuid=message,
+        event_type=STATUS_REPORTED,
+        status=status,
+        occurred_at=at,
+        dedup_key=_dedup_key(),
+        payload=payload,
+        meta=EventMeta(source="plivo", signature="v3"),
+    )
+
+
+def system_event(message: UUID, event_type: str, *, at: datetime | None) -> NewEvent:
+    """An event this service appends itself (``message.submitted``, ``message.expired``)."""
+    return NewEvent(
+        message_uuid=message,
+        event_type=event_type,
+        status=None,
+        occurred_at=at,
+        dedup_key=_dedup_key(),
+        payload={},
+        meta=EventMeta(source="system", signature="system"),
+    )
+
+
+async def record(conn: Conn, *events: NewEvent) -> list[RecordedEvent]:
+    """Append ``events`` in one transaction; return them as the ledger recorded them."""
+    results = await append(conn, [Append(event) for event in events])
+    positions = {result.position for result in results}
+    return [e for e in await read_after(conn, Checkpoint(), 100_000) if e.position in positions]
+
+
+async def project(conn: Conn, projector: Projector, *events: NewEvent) -> list[RecordedEvent]:
+    """Append ``events`` and apply them to ``projector``'s live tables in one batch."""
+    recorded = await record(conn, *events)
+    await projector.apply(conn, recorded)
+    return recorded
+
+
+async def table_rows(conn: Conn, table: str) -> list[str]:
+    """Every row of ``table`` as text, sorted, for comparing two tables exactly (as text,
+    0.0025 and 0.00250 differ, as they do to a reader)."""
+    cursor = await conn.execute(sql.SQL("SELECT * FROM {}").format(sql.Identifier(table)))
+    return sorted(repr(row) for row in await cursor.fetchall())
+
+
+async def create_copies(conn: Conn, projector: Projector, suffix: str) -> None:
+    """Empty copies of the projector's tables, as replay makes them."""
+    for table in projector.tables:
+        await conn.execute(
+            sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(
+                sql.Identifier(table + suffix), sql.Identifier(table)
+            )
+        )
+
+
+async def assert_build_matches_apply(conn: Conn, projector: Projector) -> None:
+    """Building from the whole ledger gives exactly the live tables kept by ``apply``."""
+    await create_copies(conn, projector, "_built")
+    await projector.build(conn, suffix="_built", upto=await head(conn))
+    for table in projector.tables:
+        assert await table_rows(conn, table + "_built") == await table_rows(conn, table)
+
+
+async def status_of(conn: Conn, message: UUID) -> MessageStatus:
+    found = await get_message_status(conn, message)
+    assert found is not None
+    return found
+
+
+# --- The order-independence property ------------------------------------------------------
+
+_STATUSES = ["queued", "sent", "delivered", "undelivered", "failed", "rejected", "read", "accepted"]
+
+
+@st.composite
+def _message_events(draw: st.DrawFn, message: UUID) -> list[NewEvent]:
+    """A realistic, shuffled-able lifecycle of one message: some callbacks (known and unknown
+    statuses, repeated statuses, missing or malformed sequences, blank fields, missing
+    timestamps, clustered times for ties) and possibly our own submitted/expired events."""
+    events = []
+    for _ in range(draw(st.integers(1, 7))):
+        at = draw(st.one_of(st.none(), st.integers(0, 12).map(lambda m: T0 + timedelta(minutes=m))))
+        kind = draw(st.sampled_from([*_STATUSES, None, MESSAGE_SUBMITTED, MESSAGE_EXPIRED]))
+        if kind in (MESSAGE_SUBMITTED, MESSAGE_EXPIRED):
+            events.append(system_event(message, kind, at=at))
+            continue
+        events.append(
+            callback(
+                message,
+                kind,
+                at=at,
+                sequence=draw(st.sampled_from([None, 1, 2, 3, 4, "x"])),
+                error_code=draw(st.sampled_from(["", "000", "30", "420"])),
+                units=draw(st.sampled_from(["1", "2", ""])),
+                amount=draw(st.sampled_from(["0.00000", "0.0025", "0.00250", "", "1.2.3"])),
+                sender=draw(st.sampled_from(["14155550100", ""])),
+            )
+        )
+    return events
+
+
+@st.composite
+def _batches(draw: st.DrawFn, items: Sequence[Any]) -> list[list[Any]]:
+    """``items`` shuffled and cut into consecutive non-empty batches."""
+    shuffled = draw(st.permutations(items))
+    cuts = draw(st.sets(st.integers(1, len(items) - 1))) if len(items) > 1 else set()
+    bounds = [0, *sorted(cuts), len(items)]
+    return [list(shuffled[a:b]) for a, b in itertools.pairwise(bounds)]
+
+
+@contextlib.asynccontextmanager
+async def private_ledger(conn: Conn) -> AsyncIterator[None]:
+    """A schema of its own holding an empty ledger and empty views, first on the search path,
+    so one database serves many hypothesis examples without them seeing each other."""
+    schema = f"example_{next(_keys)}"
+    await conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    tables = ["events", *(t for projector in PROJECTORS for t in projector.tables)]
+    for table in tables:
+        await conn.execute(
+            sql.SQL("CREATE TABLE {} (LIKE public.{} INCLUDING ALL)").format(
+                sql.Identifier(schema, table), sql.Identifier(table)
+            )
+        )
+    await conn.execute(sql.SQL("SET search_path = {}, public").format(sql.Identifier(schema)))
+    try:
+        yield
+    finally:
+        await conn.execute("RESET search_path")
+        await conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+
+async def check_order_independence(conn: Conn, projector: Projector, data: st.DataObject) -> None:
+    """The property: for messages with arbitrary events, appended to the ledger in a random
+    order over several transactions, applying them in one batch, applying them shuffled in
+    random batches, and building from scratch all give the same tables."""
+    messages = [uuid4() for _ in range(data.draw(st.integers(1, 3), label="messages"))]
+    events = [e for m in messages for e in data.draw(_message_events(m), label="events")]
+    async with private_ledger(conn):
+        for batch in data.draw(_batches(events), label="append transactions"):
+            await append(conn, [Append(event) for event in batch])
+        recorded = await read_after(conn, Checkpoint(), 100_000)
+        await projector.apply(conn, recorded)
+        await create_copies(conn, projector, "_split")
+        for batch in data.draw(_batches(recorded), label="apply batches"):
+            await projector.apply(conn, batch, suffix="_split")
+        await create_copies(conn, projector, "_built")
+        await projector.build(conn, suffix="_built", upto=await head(conn))
+        for table in projector.tables:
+            once = await table_rows(conn, table)
+            assert await table_rows(conn, table + "_split") == once, table
+            assert await table_rows(conn, table + "_built") == once, table
+
+
+#: Examples share the test's database (each in its own schema), hence the health check.
+property_settings = settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+# --- Tests ---------------------------------------------------------------------------------
+
+
+@property_settings
+@given(data=st.data())
+async def test_any_order_and_batching_of_events_gives_the_same_rows(
+    conn: Conn, data: st.DataObject
+) -> None:
+    await check_order_independence(conn, MessageStatusProjector(), data)
+
+
+async def test_a_higher_status_wins_whatever_arrives_last(conn: Conn) -> None:
+    message = uuid4()
+    await project(
+        conn,
+        MessageStatusProjector(),
+        callback(message, "delivered", at=T0 + timedelta(seconds=20), sequence=3),
+        callback(message, "queued", at=T0, sequence=1),
+        callback(message, "sent", at=T0 + timedelta(seconds=5), sequence=2),
+    )
+    assert (await status_of(conn, message)).status == "delivered"
+
+
+async def test_a_later_batch_with_a_lower_status_does_not_regress_the_row(conn: Conn) -> None:
+    message, projector = uuid4(), MessageStatusProjector()
+    await project(conn, projector, callback(message, "delivered", at=T0, sequence=3))
+    await project(conn, projector, callback(message, "sent", at=T0, sequence=2))
+    row = await status_of(conn, message)
+    assert (row.status, row.sent_at, row.event_count) == ("delivered", T0, 2)
+
+
+async def test_among_final_statuses_the_higher_sequence_wins(conn: Conn) -> None:
+    message, projector = uuid4(), MessageStatusProjector()
+    await project(conn, projector, callback(message, "undelivered", sequence=4, error_code="30"))
+    await project(conn, projector, callback(message, "delivered", sequence=3, at=T0))
+    row = await status_of(conn, message)
+    assert (row.status, row.error_code) == ("undelivered", "30")
+
+
+async def test_without_sequences_the_later_event_time_wins_then_the_later_position(
+    conn: Conn,
+) -> None:
+    later, tied = uuid4(), uuid4()
+    projector = MessageStatusProjector()
+    await project(
+        conn,
+        projector,
+        callback(later, "failed", at=T0 + timedelta(seconds=1), error_code="420"),
+        callback(later, "delivered", at=T0),
+        callback(tied, "delivered", at=T0),
+        callback(tied, "failed", at=T0, error_code="900"),
+    )
+    assert (await status_of(conn, later)).status == "failed"
+    assert (await status_of(conn, tied)).error_code == "900"
+
+
+async def test_an_unknown_status_is_stored_but_loses_to_any_known_one(conn: Conn) -> None:
+    alone, with_queued = uuid4(), uuid4()
+    await project(
+        conn,
+        MessageStatusProjector(),
+        callback(alone, "accepted", sequence=7),
+        callback(alone, None, sequence=9),
+        callback(with_queued, "accepted", sequence=7),
+        callback(with_queued, "queued", sequence=1),
+    )
+    assert (await status_of(conn, alone)).status == "accepted"
+    assert (await status_of(conn, with_queued)).status == "queued"
+
+
+async def test_expired_outranks_sent_but_not_a_delivery_report(conn: Conn) -> None:
+    stuck, delivered = uuid4(), uuid4()
+    await project(
+        conn,
+        MessageStatusProjector(),
+        callback(stuck, "sent", at=T0, sequence=2),
+        system_event(stuck, MESSAGE_EXPIRED, at=T0 + timedelta(days=2)),
+        callback(delivered, "delivered", at=T0, sequence=3),
+        system_event(delivered, MESSAGE_EXPIRED, at=T0 + timedelta(days=2)),
+    )
+    row = await status_of(conn, stuck)
+    assert (row.status, row.expired_at) == ("expired", T0 + timedelta(days=2))
+    assert (await status_of(conn, delivered)).status == "delivered"
+
+
+async def test_milestones_and_event_times_are_the_earliest_and_latest_reported(
+    conn: Conn,
+) -> None:
+    message = uuid4()
+    recorded = await project(
+        conn,
+        MessageStatusProjector(),
+        system_event(message, MESSAGE_SUBMITTED, at=T0 - timedelta(seconds=1)),
+        callback(message, "sent", at=T0 + timedelta(seconds=9), sequence=2),
+        callback(message, "sent", at=T0 + timedelta(seconds=4), sequence=2),
+        callback(message, "queued", at=T0, sequence=1),
+        callback(message, "delivered", at=T0 + timedelta(seconds=30), sequence=3),
+    )
+    row = await status_of(conn, message)
+    assert row.submitted_at == T0 - timedelta(seconds=1)
+    assert (row.queued_at, row.sent_at) == (T0, T0 + timedelta(seconds=4))
+    assert row.delivered_at == row.last_event_at == row.status_at == T0 + timedelta(seconds=30)
+    assert row.first_event_at == T0 - timedelta(seconds=1)
+    assert (row.failed_at, row.read_at) == (None, None)
+    assert (row.event_count, row.last_position) == (5, max(e.position for e in recorded))
+
+
+async def test_an_event_without_its_own_time_counts_at_its_recorded_time(conn: Conn) -> None:
+    message = uuid4()
+    [recorded] = await project(conn, MessageStatusProjector(), callback(message, "queued"))
+    row = await status_of(conn, message)
+    assert row.queued_at == row.first_event_at == recorded.recorded_at
+
+
+async def test_blank_and_zero_error_codes_mean_no_error(conn: Conn) -> None:
+    blank, zeros = uuid4(), uuid4()
+    await project(
+        conn,
+        MessageStatusProjector(),
+        callback(blank, "delivered", error_code=""),
+        callback(zeros, "delivered", error_code="000"),
+    )
+    assert (await status_of(conn, blank)).error_code is None
+    assert (await status_of(conn, zeros)).error_code is None
+
+
+async def test_charges_keep_the_largest_reported_amount_exactly(conn: Conn) -> None:
+    message = uuid4()
+    await project(
+        conn,
+        MessageStatusProjector(),
+        callback(message, "delivered", sequence=3, units="2", amount="0.00500"),
+        callback(message, "queued", sequence=1, units="2", amount="0.00000"),
+    )
+    row = await status_of(conn, message)
+    assert (row.units, row.total_amount) == (2, Decimal("0.005"))
+    assert str(row.total_amount) == "0.005"
+
+
+async def test_blank_fields_do_not_erase_known_ones(conn: Conn) -> None:
+    message = uuid4()
+    await project(
+        conn,
+        MessageStatusProjector(),
+        callback(message, "queued", sequence=1, sender="14155550100", recipient="447700900123"),
+        callback(message, "delivered", sequence=3, sender="", recipient="", units="", amount=""),
+    )
+    row = await status_of(conn, message)
+    assert (row.from_number, row.to_number, row.message_type) == (
+        "14155550100",
+        "447700900123",
+        "sms",
+    )
+    assert row.units == 1
+
+
+async def test_malformed_numbers_read_as_missing_instead_of_failing(conn: Conn) -> None:
+    message = uuid4()
+    await project(
+        conn,
+        MessageStatusProjector(),
+        callback(message, "sent", sequence="2x", units="one", amount="1.2.3"),
+        callback(message, "sent", sequence="99999999999999999999", units="12345678901", amount="."),
+    )
+    row = await status_of(conn, message)
+    assert (row.status, row.units, row.total_amount) == ("sent", None, None)
+
+
+async def test_build_gives_exactly_what_incremental_apply_gives(conn: Conn) -> None:
+    projector = MessageStatusProjector()
+    for index in range(12):
+        message = uuid4()
+        at = T0 + timedelta(minutes=index)
+        await project(conn, projector, callback(message, "queued", at=at, sequence=1))
+        await project(
+            conn,
+            projector,
+            callback(message, "sent", at=at + timedelta(seconds=3), sequence=2, amount="0.0025"),
+            callback(message, ["delivered", "undelivered", "failed"][index % 3], sequence=3),
+        )
+    await assert_build_matches_apply(conn, projector)
+
+
+async def test_build_stops_at_the_checkpoint_in_fence_order(conn: Conn) -> None:
+    projector, message = MessageStatusProjector(), uuid4()
+    await record(conn, callback(message, "queued", at=T0, sequence=1))
+    upto = await head(conn)
+    await record(conn, callback(message, "delivered", at=T0, sequence=3))
+    await create_copies(conn, projector, "_built")
+    await projector.build(conn, suffix="_built", upto=upto)
+    cursor = await conn.execute("SELECT status, last_position FROM message_status_built")
+    assert await cursor.fetchall() == [("queued", upto.position)]
+
+
+async def test_apply_writes_only_to_the_tables_named_by_the_suffix(conn: Conn) -> None:
+    projector, message = MessageStatusProjector(), uuid4()
+    await create_copies(conn, projector, "_replay")
+    recorded = await record(conn, callback(message, "queued"))
+    await projector.apply(conn, recorded, suffix="_replay")
+    assert await get_message_status(conn, message) is None
+    assert len(await table_rows(conn, "message_status_replay")) == 1
+
+
+async def test_build_leaves_the_copy_with_the_live_tables_indexes(conn: Conn) -> None:
+    projector = MessageStatusProjector()
+    await create_copies(conn, projector, "_built")
+    await projector.build(conn, suffix="_built", upto=await head(conn))
+    cursor = await conn.execute(
+        "SELECT count(*) FILTER (WHERE tablename = 'message_status'),"
+        " count(*) FILTER (WHERE tablename = 'message_status_built')"
+        " FROM pg_indexes WHERE schemaname = 'public'"
+    )
+    live, built = await cursor.fetchone() or (0, 0)
+    assert live == built >= 4
+
+
+async def test_projectors_are_found_by_name_and_an_unknown_name_lists_them() -> None:
+    assert projector_named("message_status").name == "message_status"
+    with pytest.raises(KeyError, match="message_status, daily_delivery_metrics"):
+        projector_named("nope")
