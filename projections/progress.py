@@ -1,0 +1,112 @@
+"""How far behind each view is, and what it could not apply: for /ready, /metrics and the CLI."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Final
+
+import msgspec
+import psycopg
+from psycopg.rows import class_row
+
+#: Counting unapplied events stops here, so that a lag check stays cheap however far behind.
+EVENTS_BEHIND_CAP: Final = 1_000_000
+
+
+class ProjectorLag(msgspec.Struct, frozen=True):
+    """One view's distance from the ledger's head."""
+
+    projector: str
+    #: The stored view's version; None if the projector has never run.
+    version: int | None
+    #: The checkpoint's position (0 if never run).
+    position: int
+    #: Committed events not yet applied, capped at :data:`EVENTS_BEHIND_CAP`.
+    events_behind: int
+    #: How long the oldest unapplied event has been in the ledger; 0 when caught up.
+    seconds_behind: float
+    #: Unresolved dead letters.
+    dead_letters: int
+    updated_at: datetime | None
+
+
+class DeadLetterRecord(msgspec.Struct, frozen=True):
+    """An event a projector could not apply."""
+
+    projector: str
+    position: int
+    error: str
+    failed_at: datetime
+    resolved_at: datetime | None
+
+
+_LAG = """
+SELECT n.name AS projector, c.version, coalesce(c.position, 0) AS position,
+       (SELECT count(*) FROM (
+            SELECT 1 FROM events e
+            WHERE (e.transaction_id, e.position)
+                  > (coalesce(c.transaction_id, '0'::xid8), coalesce(c.position, 0))
+            LIMIT %(cap)s) AS unapplied) AS events_behind,
+       coalesce(extract(epoch FROM now() - (
+            SELECT e.recorded_at FROM events e
+            WHERE (e.transaction_id, e.position)
+                  > (coalesce(c.transaction_id, '0'::xid8), coalesce(c.position, 0))
+            ORDER BY e.transaction_id, e.position LIMIT 1)), 0)::float8 AS seconds_behind,
+       (SELECT count(*) FROM dead_letters d
+        WHERE d.projector = n.name AND d.resolved_at IS NULL) AS dead_letters,
+       c.updated_at
+FROM unnest(%(names)s::text[]) WITH ORDINALITY AS n(name, ord)
+LEFT JOIN projection_checkpoints c ON c.name = n.name
+ORDER BY n.ord
+"""
+
+
+async def projector_lag(
+    conn: psycopg.AsyncConnection[Any], names: Sequence[str] | None = None
+) -> list[ProjectorLag]:
+    """The lag of the named projectors (in that order), or of every one that has run.
+
+    A named projector that has never run is reported from the start of the ledger.
+    """
+    if names is None:
+        cursor = await conn.execute("SELECT name FROM projection_checkpoints ORDER BY name")
+        names = [row[0] for row in await cursor.fetchall()]
+    async with conn.cursor(row_factory=class_row(ProjectorLag)) as cursor:
+        await cursor.execute(_LAG, {"names": list(names), "cap": EVENTS_BEHIND_CAP})
+        return await cursor.fetchall()
+
+
+async def has_applied(conn: psycopg.AsyncConnection[Any], projector: str, position: int) -> bool:
+    """Whether ``projector``'s view includes the event at ``position`` (read-your-writes).
+
+    Checkpoints advance in fence order, not position order, so this compares the event's
+    (transaction id, position) with the checkpoint; an event not yet committed is not applied.
+    """
+    cursor = await conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM events e JOIN projection_checkpoints c ON c.name = %s"
+        " WHERE e.position = %s"
+        " AND (e.transaction_id, e.position) <= (c.transaction_id, c.position))",
+        (projector, position),
+    )
+    row = await cursor.fetchone()
+    return bool(row and row[0])
+
+
+async def dead_letters(
+    conn: psycopg.AsyncConnection[Any],
+    projector: str | None = None,
+    *,
+    include_resolved: bool = False,
+    limit: int = 100,
+) -> list[DeadLetterRecord]:
+    """Dead letters, oldest event first: of one projector or all, unresolved unless asked."""
+    async with conn.cursor(row_factory=class_row(DeadLetterRecord)) as cursor:
+        await cursor.execute(
+            "SELECT projector, position, error, failed_at, resolved_at FROM dead_letters"
+            " WHERE (%(projector)s::text IS NULL OR projector = %(projector)s)"
+            " AND (%(all)s OR resolved_at IS NULL)"
+            " ORDER BY position, projector LIMIT %(limit)s",
+            {"projector": projector, "all": include_resolved, "limit": limit},
+        )
+        return await cursor.fetchall()

@@ -1,0 +1,172 @@
+"""Periodic jobs on APScheduler 3.x: the expiry sweep, and a catch-up tick as a safety net.
+
+APScheduler 3 does not coordinate processes, and every process that runs ``ledger serve`` or
+``ledger worker`` schedules the same jobs. So each run first claims its period in Postgres
+(:meth:`ScheduledJobs.claim`): a transaction-scoped advisory lock makes a racing process skip
+instead of wait, and the ``scheduled_job_runs`` row makes a process whose clock fires later in
+the same period skip too. Each job's effect is idempotent besides, so a run that crashes
+after its claim just leaves the work to the next period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator, Sequence
+from datetime import UTC, timedelta
+from typing import Any, Final
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+from psycopg_pool import AsyncConnectionPool
+
+from projections.base import Projector
+from projections.expiry import expire_stale
+from projections.runner import (
+    DEFAULT_BATCH_SIZE,
+    Lock,
+    VersionMismatch,
+    catch_up_unclaimed,
+    try_advisory_lock,
+)
+
+log = logging.getLogger(__name__)
+
+EXPIRE_JOB: Final = "expire"
+CATCH_UP_JOB: Final = "catch_up"
+
+
+class ScheduledJobs:
+    """The periodic jobs, each run at most once per period across every process."""
+
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[Any],
+        projectors: Sequence[Projector],
+        *,
+        expire_after: timedelta,
+        expire_every: timedelta = timedelta(minutes=5),
+        expire_limit: int = 5000,
+        catch_up_every: timedelta = timedelta(seconds=30),
+        catch_up_batches: int = 10,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> None:
+        """``expire_after`` is ``Settings.expire_after``; ``expire_limit`` bounds one sweep and
+        ``catch_up_batches`` one tick, so that no run can grow without bound."""
+        self._pool = pool
+        self._projectors = tuple(projectors)
+        self._expire_after = expire_after
+        self._expire_every = expire_every
+        self._expire_limit = expire_limit
+        self._catch_up_every = catch_up_every
+        self._catch_up_batches = catch_up_batches
+        self._batch_size = batch_size
+        self._scheduler: AsyncIOScheduler | None = None
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def start(self) -> None:
+        """Schedule both jobs on an ``AsyncIOScheduler`` in the running event loop.
+
+        Missed runs coalesce into one, and a job never overlaps itself in one process.
+        """
+        if self._scheduler is not None:
+            raise RuntimeError("the scheduled jobs are already started")
+        scheduler = AsyncIOScheduler(timezone=UTC)
+        for job, function, every in (
+            (EXPIRE_JOB, self.expire, self._expire_every),
+            (CATCH_UP_JOB, self.catch_up, self._catch_up_every),
+        ):
+            scheduler.add_job(
+                function,
+                IntervalTrigger(seconds=every.total_seconds(), timezone=UTC),
+                id=f"ledger-{job}",
+                name=f"ledger {job}",
+                coalesce=True,
+                max_instances=1,
+                misfire_grace_time=max(1, int(every.total_seconds())),
+            )
+        scheduler.start()
+        self._scheduler = scheduler
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop scheduling, let runs in flight finish (up to ``grace`` seconds), shut down.
+
+        APScheduler's own shutdown cancels coroutine jobs in flight, and cancelling a task
+        parked in psycopg's wait can hang; a run still going after ``grace`` is cancelled
+        anyway, which is safe because every job is transactional and idempotent.
+        """
+        scheduler, self._scheduler = self._scheduler, None
+        if scheduler is None:
+            return
+        scheduler.pause()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), grace)
+        scheduler.shutdown(wait=False)
+        await asyncio.sleep(0)  # the shutdown is scheduled on the loop: let it run
+
+    @contextlib.contextmanager
+    def _running(self) -> Iterator[None]:
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
+
+    async def claim(self, job: str, period: timedelta) -> bool:
+        """Claim this period's run of ``job`` for this process; False if another has it.
+
+        Runs less than half a period apart count as the same period, which absorbs the
+        drift between processes' schedules.
+        """
+        async with self._pool.connection() as conn, conn.transaction():
+            if not await try_advisory_lock(conn, Lock.JOB, job, scope="transaction"):
+                return False
+            cursor = await conn.execute(
+                "INSERT INTO scheduled_job_runs (job, last_run_at) VALUES (%s, now())"
+                " ON CONFLICT (job) DO UPDATE SET last_run_at = now()"
+                " WHERE scheduled_job_runs.last_run_at <= now() - %s::interval"
+                " RETURNING 1",
+                (job, period / 2),
+            )
+            return await cursor.fetchone() is not None
+
+    async def expire(self) -> bool:
+        """Expire stale messages (see :mod:`projections.expiry`); whether this process ran it."""
+        with self._running():
+            if not await self.claim(EXPIRE_JOB, self._expire_every):
+                return False
+            async with self._pool.connection() as conn:
+                await expire_stale(conn, expire_after=self._expire_after, limit=self._expire_limit)
+            return True
+
+    async def catch_up(self) -> bool:
+        """Apply pending events to views no runner holds; whether this process ran it.
+
+        Runners poll every second, so this finds work only when no runner is alive.
+        """
+        with self._running():
+            if not await self.claim(CATCH_UP_JOB, self._catch_up_every):
+                return False
+            for projector in self._projectors:
+                await self._catch_up(projector)
+            return True
+
+    async def _catch_up(self, projector: Projector) -> None:
+        try:
+            async with self._pool.connection() as conn:
+                applied = await catch_up_unclaimed(
+                    conn, projector, batch_size=self._batch_size, max_batches=self._catch_up_batches
+                )
+        except VersionMismatch as exc:
+            log.info("catch-up tick: %s; leaving it to the runner's rebuild", exc)
+            return
+        if applied:
+            log.warning(
+                "catch-up tick applied %d events to %s: no runner holds it", applied, projector.name
+            )

@@ -1,0 +1,520 @@
+"""The catch-up runner: every event applied exactly once, behind the fence, by one runner.
+
+A small recording projector stands in for the real ones: it writes one row per applied
+event, so that a skipped or doubly applied event shows up as a missing or repeated position.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID, uuid4
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from ledger.database import connect
+from ledger.events import STATUS_REPORTED, EventMeta, NewEvent, RecordedEvent
+from ledger.store import Append, Checkpoint, append, head
+from projections.progress import dead_letters, has_applied, projector_lag
+from projections.runner import Batch, CatchUpRunner, Lock, lock_key, stored_checkpoint
+
+Conn = psycopg.AsyncConnection[Any]
+
+RECORDING_TABLES = """
+CREATE TABLE recorded (
+    position        bigint NOT NULL,
+    transaction_id  bigint NOT NULL,
+    message_uuid    uuid NOT NULL
+);
+CREATE INDEX recorded_by_message ON recorded (message_uuid, position);
+CREATE TABLE recorded_totals (
+    message_uuid  uuid NOT NULL,
+    events        integer NOT NULL CONSTRAINT recorded_totals_positive CHECK (events > 0),
+    CONSTRAINT recorded_totals_key PRIMARY KEY (message_uuid)
+);
+"""
+
+
+class RecordingProjector:
+    """Records each applied event; optionally fails on events marked ``Poison``.
+
+    ``apply`` writes before it checks for poison, so a failed batch has partial work to roll
+    back. ``after_insert`` lets a test crash the applying connection mid-batch, and
+    ``build_gate`` holds a replay's build until the test releases it.
+    """
+
+    tables = ("recorded", "recorded_totals")
+
+    def __init__(self, *, version: int = 1, poisoned: bool = True) -> None:
+        self.name = "recording"
+        self.version = version
+        self.poisoned = poisoned
+        self.builds = 0
+        self.build_sleep = 0.0
+        self.build_error: Exception | None = None
+        self.build_started = asyncio.Event()
+        self.build_gate: asyncio.Event | None = None
+        self.after_insert: Callable[[Conn], Awaitable[None]] | None = None
+
+    async def build(self, conn: Conn, *, suffix: str, upto: Checkpoint) -> None:
+        self.builds += 1
+        self.build_started.set()
+        if self.build_gate is not None:
+            await self.build_gate.wait()
+        if self.build_sleep:
+            await conn.execute("SELECT pg_sleep(%s)", (self.build_sleep,))
+        if self.build_error is not None:
+            raise self.build_error
+        upto_params = (str(upto.transaction_id), upto.position)
+        settled = "(transaction_id, position) <= (%s::text::xid8, %s)"
+        await conn.execute(
+            sql.SQL(
+                "INSERT INTO {} SELECT position, transaction_id::text::bigint, message_uuid"
+                " FROM events WHERE " + settled
+            ).format(sql.Identifier("recorded" + suffix)),
+            upto_params,
+        )
+        await conn.execute(
+            sql.SQL(
+                "INSERT INTO {} SELECT message_uuid, count(*) FROM events WHERE "
+                + settled
+                + " GROUP BY message_uuid"
+            ).format(sql.Identifier("recorded_totals" + suffix)),
+            upto_params,
+        )
+
+    async def apply(self, conn: Conn, events: Sequence[RecordedEvent], *, suffix: str = "") -> None:
+        await conn.execute(
+            sql.SQL(
+                "INSERT INTO {} SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::uuid[])"
+            ).format(sql.Identifier("recorded" + suffix)),
+            (
+                [e.position for e in events],
+                [e.transaction_id for e in events],
+                [e.message_uuid for e in events],
+            ),
+        )
+        await conn.execute(
+            sql.SQL(
+                "INSERT INTO {} AS t SELECT m, count(*) FROM unnest(%s::uuid[]) AS m GROUP BY m"
+                " ON CONFLICT (message_uuid) DO UPDATE SET events = t.events + EXCLUDED.events"
+            ).format(sql.Identifier("recorded_totals" + suffix)),
+            ([e.message_uuid for e in events],),
+        )
+        if self.after_insert is not None:
+            await self.after_insert(conn)
+        if self.poisoned and any("Poison" in e.payload for e in events):
+            raise ValueError("this event poisons the projector")
+
+
+@pytest.fixture
+async def projector(conn: Conn) -> RecordingProjector:
+    await conn.execute(RECORDING_TABLES)
+    return RecordingProjector()
+
+
+@pytest.fixture
+async def runners(database_url: str) -> AsyncIterator[Callable[..., CatchUpRunner]]:
+    """Make runners on this test's database (fast timings unless overridden); stops them."""
+    made: list[CatchUpRunner] = []
+
+    def make(projectors: Sequence[Any], **options: Any) -> CatchUpRunner:
+        options = {
+            "poll_interval": 0.05,
+            "lock_retry_interval": 0.05,
+            "reconnect_delay": 0.05,
+            **options,
+        }
+        runner = CatchUpRunner(database_url, projectors, **options)
+        made.append(runner)
+        return runner
+
+    yield make
+    await asyncio.gather(*(runner.stop() for runner in made))
+
+
+def new_event(message: UUID | None = None, *, poison: bool = False, status: str = "sent") -> Append:
+    message = message or uuid4()
+    payload: dict[str, str | list[str]] = {"MessageUUID": str(message), "Status": status}
+    if poison:
+        payload["Poison"] = "yes"
+    return Append(
+        NewEvent(
+            message_uuid=message,
+            event_type=STATUS_REPORTED,
+            status=status,
+            occurred_at=datetime.now(UTC),
+            dedup_key=os.urandom(16),
+            payload=payload,
+            meta=EventMeta("plivo", "unsigned"),
+        )
+    )
+
+
+async def ingest(
+    conn: Conn, count: int, *, messages: int = 3, poison_at: int | None = None
+) -> list[int]:
+    """Append ``count`` events spread over a few messages; their positions."""
+    uuids = [uuid4() for _ in range(messages)]
+    results = await append(
+        conn, [new_event(uuids[n % messages], poison=n == poison_at) for n in range(count)]
+    )
+    return [r.position for r in results if r.position is not None]
+
+
+async def applied(conn: Conn) -> list[int]:
+    """Every recorded position, repeats included, in order."""
+    cursor = await conn.execute("SELECT position FROM recorded ORDER BY position")
+    return [row[0] for row in await cursor.fetchall()]
+
+
+async def all_positions(conn: Conn) -> list[int]:
+    cursor = await conn.execute("SELECT position FROM events ORDER BY position")
+    return [row[0] for row in await cursor.fetchall()]
+
+
+async def totals_match(conn: Conn) -> bool:
+    """recorded_totals agrees with recorded (no partial batch left behind in either)."""
+    cursor = await conn.execute(
+        "SELECT count(*) FROM (SELECT message_uuid, count(*) AS events FROM recorded"
+        " GROUP BY message_uuid) AS r FULL JOIN recorded_totals t USING (message_uuid)"
+        " WHERE r.events IS DISTINCT FROM t.events"
+    )
+    row = await cursor.fetchone()
+    return row == (0,)
+
+
+async def drain(runner: CatchUpRunner, projector: Any) -> None:
+    while await runner.run_once(projector):
+        pass
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within: float = 10.0) -> float:
+    """Wait until ``check()`` holds; the seconds it took. Fails after ``within`` seconds."""
+    started = time.monotonic()
+    while not await check():
+        if time.monotonic() - started > within:
+            pytest.fail(f"condition not met within {within} s")
+        await asyncio.sleep(0.01)
+    return time.monotonic() - started
+
+
+async def lock_holders(conn: Conn, name: str) -> list[int]:
+    """Backend pids holding the runner lock of ``name``."""
+    cursor = await conn.execute(
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
+        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        " AND classid::bigint = %s AND objid::bigint = %s AND objsubid = 2",
+        (int(Lock.RUNNER), lock_key(name) & 0xFFFFFFFF),
+    )
+    return [row[0] for row in await cursor.fetchall()]
+
+
+async def listening(conn: Conn) -> bool:
+    cursor = await conn.execute(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND query LIKE 'LISTEN %%'"
+    )
+    row = await cursor.fetchone()
+    return row is not None and row[0] > 0
+
+
+async def is_active(runner: CatchUpRunner) -> bool:
+    return bool(runner.active)
+
+
+async def caught_up(conn: Conn) -> bool:
+    return await applied(conn) == await all_positions(conn)
+
+
+async def test_a_batch_applies_every_settled_event_once_with_its_checkpoint(
+    conn: Conn, projector: RecordingProjector, runners: Callable[..., CatchUpRunner]
+) -> None:
+    positions = await ingest(conn, 7)
+    runner = runners([projector], batch_size=5)
+    assert await runner.run_once(projector) == 5
+    assert await runner.run_once(projector) == 2
+    assert await runner.run_once(projector) == 0
+    assert await applied(conn) == positions
+    stored = await stored_checkpoint(conn, projector.name)
+    assert stored is not None
+    assert stored.checkpoint == await head(conn)
+
+
+async def test_an_event_committed_after_a_later_one_is_waited_for_not_skipped(
+    conn: Conn,
+    database_url: str,
+    projector: RecordingProjector,
+    runners: Callable[..., CatchUpRunner],
+) -> None:
+    runner = runners([projector])
+    async with connect(database_url) as slow:
+        async with slow.transaction():
+            [early] = await append(slow, [new_event()])
+            [late] = await append(conn, [new_event()])
+            assert early.position is not None
+            assert late.position is not None
+            assert early.position < late.position
+            # The later event has committed, the earlier one not yet: nothing is settled.
+            assert await runner.run_once(projector) == 0
+        assert await runner.run_once(projector) == 2
+    assert await applied(conn) == [early.position, late.position]
+
+
+async def test_a_crash_mid_batch_rolls_back_the_partial_batch_and_the_retry_applies_it_once(
+    conn: Conn, projector: RecordingProjector, runners: Callable[..., CatchUpRunner]
+) -> None:
+    positions = await ingest(conn, 6)
+
+    async def crash(applying: Conn) -> None:
+        await conn.execute("SELECT pg_terminate_backend(%s)", (applying.info.backend_pid,))
+        await applying.execute("SELECT 1")
+
+    projector.after_insert = crash
+    runner = runners([projector])
+    with pytest.raises(psycopg.OperationalError):
+        await runner.run_once(projector)
+    assert await applied(conn) == []
+    stored = await stored_checkpoint(conn, projector.name)
+    assert stored is None or stored.checkpoint == Checkpoint()
+
+    projector.after_insert = None
+    await drain(runner, projector)
+    assert await applied(conn) == positions
+    assert await totals_match(conn)
+
+
+async def test_a_crash_between_batches_resumes_where_the_last_commit_left_off(
+    conn: Conn, projector: RecordingProjector, runners: Callable[..., CatchUpRunner]
+) -> None:
+    positions = await ingest(conn, 10)
+    assert await runners([projector], batch_size=3).run_once(projector) == 3
+    # The first process is gone; another, with another batch size, carries on.
+    await drain(runners([projector], batch_size=4), projector)
+    assert await applied(conn) == positions
+
+
+async def test_killing_a_running_runners_connections_repeatedly_never_doubles_or_skips(
+    conn: Conn, projector: RecordingProjector, runners: Callable[..., CatchUpRunner]
+) -> None:
+    runner = runners([projector], batch_size=5)
+    await runner.start()
+    for _ in range(4):
+        await ingest(conn, 40)
+        await conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE application_name = 'ledger-runner' AND datname = current_database()"
+        )
+    await eventually(lambda: caught_up(conn))
+    assert len(await applied(conn)) == 160
+    assert await totals_match(conn)
+
+
+async def test_two_appliers_racing_on_one_view_apply_each_event_once(
+    conn: Conn, projector: RecordingProjector, runners: Callable[..., CatchUpRunner]
+) -> None:
+    positions = await ingest(conn, 10)
+    first, second = runners([projector]), runners([projector])
+    counts = await asyncio.gather(first.run_once(projector), second.run_once(projector))
+    assert sorted(counts) == [0, 10]
+    assert await applied(conn) == positions
+
+
+async def test_only_one_of_two_started_runners_is_active(
+    conn: Conn, projector: RecordingProjector, runners: Callable[..., CatchUpRunner]
+) -> None:
+    first, second = runners([projector]), runners([projector])
+    await asyncio.gather(first.start(), second.start())
+
+    async def one_active() -> bool:
+        return len(first.active) + len(second.active) == 1
+
+    await eventually(one_active)
+    await ingest(conn, 30)
+    await eventually(lambda: caught_up(conn))
+    assert await one_active()
+    assert len(await lock_holders(conn, projector.name)) == 1
+
+
+async def test_a_standby_runner_takes_over_when_the_holders_connection_is_killed(
+    conn: Conn, projector: RecordingProjector, runners: Callable[..., CatchUpRunner]
+) -> None:
+    # The holder reconnects after >= 0.25 s; the standby retries the lock every 0.05 s.
+    first = runners([projector], reconnect_delay=0.5)
+    await first.start()
+    await eventually(lambda: is_active(first))
+    second = runners([projector], reconnect_delay=0.5)
+    await second.start()
+    await ingest(conn, 10)
+    await eventually(lambda: caught_up(conn))
+
+    [holder] = await lock_holders(conn, projector.name)
+    await conn.execute("SELECT pg_terminate_backend(%s)", (holder,))
+    await eventually(lambda: is_active(second))
+    await ingest(conn, 10)
+    await eventually(lambda: caught_up(conn))
+    assert not first.active
+    assert len(await applied(conn)) == 20
+
+
+async def test_a_notification_wakes_the_runner_long_before_its_poll_interval(
+    conn: Conn, projector: RecordingProjector, runners: Callable[..., CatchUpRunner]
+) -> None:
+    runner = runners([projector], poll_interval=30.0)
+    await runner.start()
+    await eventually(lambda: is_active(runner))
+    await eventually(lambda: listening(conn))
+    await asyncio.sleep(0.1)  # let the first catch-up finish, so that the runner is waiting
+    positions = await ingest(conn, 3)
+    waited = await eventually(lambda: caught_up(conn))
+    assert await applied(conn) == positions
+    assert waited < 2.0  # the poll interval is 30 s
+
+
+async def test_polling_applies_events_whose_notification_never_came(
+    conn: Conn, projector: RecordingProjector, runners: Callable[..., CatchUpRunner]
+) -> None:
+    runner = runners([projector], poll_interval=0.2)
+    await runner.start()
+    await eventually(lambda: is_active(runner))
+    # Inserted directly, without the NOTIFY that append sends.
+    await conn.execute(
+        "INSERT INTO events (message_uuid, event_type, status, dedup_key, payload, meta)"
+        ' VALUES (%s, %s, \'sent\', %s, \'{}\', \'{"source": "plivo", "signature": "unsigned"}\')',
+        (uuid4(), STATUS_REPORTED, os.urandom(16)),
+    )
+    await eventually(lambda: caught_up(conn), within=5.0)
+
+
+async def test_the_runner_reconnects_by_itself_after_its_connections_are_killed(
+    conn: Conn, projector: RecordingProjector, runners: Callable[..., CatchUpRunner]
+) -> None:
+    # A long poll interval: after the kill, only a reconnected listener can wake it in time.
+    runner = runners([projector], poll_interval=30.0)
+    await runner.start()
+    await eventually(lambda: is_active(runner))
+    await eventually(lambda: listening(conn))
+    await conn.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        " WHERE application_name = 'ledger-runner' AND datname = current_database()"
+    )
+    await eventually(lambda: listening(conn))
+    await eventually(lambda: is_active(runner))
+    await asyncio.sleep(0.1)
+    await ingest(conn, 5)
+    await eventually(lambda: caught_up(conn), within=5.0)
+
+
+async def test_stop_returns_promptly_and_releases_the_lock(
+    conn: Conn, projector: RecordingProjector, runners: Callable[..., CatchUpRunner]
+) -> None:
+    runner = runners([projector], poll_interval=30.0)
+    await runner.start()
+    await eventually(lambda: is_active(runner))
+    await eventually(lambda: listening(conn))
+    started = time.monotonic()
+    await runner.stop()
+    assert time.monotonic() - started < 2.0  # the poll interval is 30 s
+    assert await lock_holders(conn, projector.name) == []
+    assert not await listening(conn)
+
+
+async def test_stop_cancels_a_long_rebuild_and_leaves_nothing_behind(
+    conn: Conn, projector: RecordingProjector, runners: Callable[..., CatchUpRunner]
+) -> None:
+    projector.build_sleep = 30.0
+    runner = runners([projector], stop_grace=0.2)
+    await runner.start()
+    await projector.build_started.wait()
+    started = time.monotonic()
+    await runner.stop()
+    assert time.monotonic() - started < 2.0
+    cursor = await conn.execute("SELECT count(*) FROM pg_tables WHERE tablename LIKE '%%_replay'")
+    assert await cursor.fetchone() == (0,)
+    assert await lock_holders(conn, projector.name) == []
+    cursor = await conn.execute(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid::bigint = %s",
+        (int(Lock.REPLAY),),
+    )
+    assert await cursor.fetchone() == (0,)
+
+
+async def test_a_poison_event_is_dead_lettered_and_the_rest_of_its_batch_applied(
+    conn: Conn, projector: RecordingProjector, runners: Callable[..., CatchUpRunner]
+) -> None:
+    positions = await ingest(conn, 9, poison_at=4)
+    runner = runners([projector])
+    assert await runner.run_once(projector) == 9
+    assert await applied(conn) == positions[:4] + positions[5:]
+    assert await totals_match(conn)
+    [letter] = await dead_letters(conn, projector.name)
+    assert letter.position == positions[4]
+    assert "poisons the projector" in letter.error
+    stored = await stored_checkpoint(conn, projector.name)
+    assert stored is not None
+    assert stored.checkpoint.position == positions[-1]
+
+
+async def test_a_dead_letter_does_not_hold_back_the_events_after_it(
+    conn: Conn, projector: RecordingProjector, runners: Callable[..., CatchUpRunner]
+) -> None:
+    seen: list[Batch] = []
+    runner = runners([projector], batch_size=2, on_applied=lambda _, batch: seen.append(batch))
+    positions = await ingest(conn, 5, poison_at=0)
+    await drain(runner, projector)
+    assert await applied(conn) == positions[1:]
+    assert [len(b.dead_letters) for b in seen] == [1, 0, 0]
+
+
+async def test_a_runner_rebuilds_a_view_of_another_version_when_it_becomes_active(
+    conn: Conn, projector: RecordingProjector, runners: Callable[..., CatchUpRunner]
+) -> None:
+    positions = await ingest(conn, 8)
+    await drain(runners([projector]), projector)
+    upgraded = RecordingProjector(version=2)
+    runner = runners([upgraded])
+    await runner.start()
+
+    async def rebuilt() -> bool:
+        stored = await stored_checkpoint(conn, projector.name)
+        return stored is not None and stored.version == 2
+
+    await eventually(rebuilt)
+    assert upgraded.builds == 1
+    assert await applied(conn) == positions
+
+
+async def test_lag_counts_unapplied_events_and_open_dead_letters(
+    conn: Conn, projector: RecordingProjector, runners: Callable[..., CatchUpRunner]
+) -> None:
+    await ingest(conn, 4, poison_at=1)
+    await runners([projector]).run_once(projector)
+    await ingest(conn, 3)
+    [lag, never_run] = await projector_lag(conn, [projector.name, "not_yet"])
+    assert (lag.projector, lag.version, lag.events_behind, lag.dead_letters) == (
+        "recording",
+        1,
+        3,
+        1,
+    )
+    assert lag.seconds_behind >= 0
+    assert (never_run.version, never_run.events_behind, never_run.position) == (None, 7, 0)
+    assert [entry.projector for entry in await projector_lag(conn)] == ["recording"]
+
+
+async def test_has_applied_follows_the_checkpoint_in_fence_order(
+    conn: Conn, projector: RecordingProjector, runners: Callable[..., CatchUpRunner]
+) -> None:
+    runner = runners([projector], batch_size=1)
+    first, second = await ingest(conn, 2)
+    assert not await has_applied(conn, projector.name, first)
+    await runner.run_once(projector)
+    assert await has_applied(conn, projector.name, first)
+    assert not await has_applied(conn, projector.name, second)
+    assert not await has_applied(conn, projector.name, second + 1000)
