@@ -14,10 +14,13 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from psycopg_pool import PoolTimeout, TooManyRequests
 
+from api.background import background_work
+from api.body_limit import drain_oversized_bodies
 from api.callbacks import receive_status
 from api.messages import MessageController
 from api.ops import health, metrics, ready
 from api.problems import handle_http_exception, handle_unexpected, problem_response
+from api.reports import daily
 from api.services import Services
 from api.telemetry import APPEND_BATCH
 from ledger.database import create_pool
@@ -38,8 +41,12 @@ def _database_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Re
     )
 
 
-def create_app(settings: Settings, database_url: str) -> Litestar:
-    """The app for one process, talking to the database at ``database_url``."""
+def create_app(settings: Settings, database_url: str, *, run_projectors: bool = True) -> Litestar:
+    """The app for one process, talking to the database at ``database_url``.
+
+    With ``run_projectors`` the process also keeps the views current and runs the scheduled
+    jobs (``ledger serve``); without, it only answers requests (e.g. behind ``ledger worker``).
+    """
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -55,16 +62,25 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
         tokens, _ = ensure_api_tokens(settings)
         app.state.services = Services(settings, pool, committer, tokens)
         try:
-            yield
+            async with contextlib.AsyncExitStack() as background:
+                if run_projectors:
+                    await background.enter_async_context(
+                        background_work(settings, database_url, pool)
+                    )
+                yield
         finally:
             # In-flight appends finish before the pool goes: every 200 was a commit.
             await committer.close()
             await pool.close()
 
     return Litestar(
-        route_handlers=[receive_status, MessageController, health, ready, metrics],
+        route_handlers=[receive_status, MessageController, daily, health, ready, metrics],
         lifespan=[lifespan],
+        # Logging is configured by api.logs (level from LEDGER_LOG_LEVEL, phone numbers
+        # masked); Litestar's default config would replace that handler and reset the level.
+        logging_config=None,
         request_max_body_size=settings.max_body_bytes,
+        middleware=[drain_oversized_bodies(settings.max_body_bytes)],
         exception_handlers={
             HTTPException: handle_http_exception,
             psycopg.OperationalError: _database_unavailable,

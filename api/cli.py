@@ -6,7 +6,8 @@ import argparse
 import asyncio
 import contextlib
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from datetime import date, datetime
 from typing import Any, NoReturn
 from uuid import UUID
 
@@ -14,11 +15,18 @@ import msgspec
 import psycopg
 
 from api.logs import configure_logging
+from api.progress_bar import ProgressBar
+from api.reports import RangeError, check_range, metrics_csv
 from ledger.database import connect, database_url, redact
 from ledger.migrate import migrate
 from ledger.settings import Settings, SettingsError, load_settings, require_callback_auth
 from ledger.store import read_stream
 from ledger.tokens import ensure_api_tokens, token_path
+from projections.base import Projector
+from projections.queries import daily_metrics, get_message_status
+from projections.registry import build_projectors, projector_named
+from projections.replay import ReplayInProgress, ReplayReport, replay
+from projections.views import DailyMetrics, MessageStatus
 
 
 class CommandError(Exception):
@@ -117,6 +125,145 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> None:
         )
 
 
+async def _status(url: str, message_uuid: UUID) -> MessageStatus | None:
+    async with connect(url) as conn:
+        return await get_message_status(conn, message_uuid)
+
+
+def cmd_status(settings: Settings, args: argparse.Namespace) -> None:
+    """Print one message's current status from the status view."""
+    message_uuid = parse_uuid(args.message_uuid)
+    with database(settings) as url:
+        found = asyncio.run(_status(url, message_uuid))
+    if found is None:
+        raise CommandError(f"no message {message_uuid} in the status view (try 'ledger audit')")
+    error = f"{found.error_code} ({found.error_description})" if found.error_code else "-"
+    rows = [
+        ("message", str(found.message_uuid)),
+        ("status", f"{found.status or '-'} since {_when(found.status_at)}"),
+        ("error", error),
+        ("from → to", f"{found.from_number or '-'} → {found.to_number or '-'}"),
+        (
+            "type, units",
+            f"{found.message_type or '-'}, {found.units if found.units is not None else '-'}",
+        ),
+        ("amount", str(found.total_amount) if found.total_amount is not None else "-"),
+        *(
+            (milestone, _when(at))
+            for milestone, at in (
+                ("queued", found.queued_at),
+                ("sent", found.sent_at),
+                ("delivered", found.delivered_at),
+                ("undelivered", found.undelivered_at),
+                ("failed", found.failed_at),
+                ("expired", found.expired_at),
+            )
+            if at is not None
+        ),
+        ("events", f"{found.event_count} (last position {found.last_position})"),
+    ]
+    width = max(len(label) for label, _ in rows)
+    for label, value in rows:
+        print(f"{label:<{width}}  {value}")
+
+
+def _when(at: datetime) -> str:
+    return at.isoformat(" ", "milliseconds")
+
+
+async def _metrics(url: str, start: date, end: date) -> list[DailyMetrics]:
+    async with connect(url) as conn:
+        return await daily_metrics(conn, start, end)
+
+
+def cmd_metrics(settings: Settings, args: argparse.Namespace) -> None:
+    """Print daily delivery metrics as a table (or CSV)."""
+    try:
+        check_range(args.start, args.end, settings.metrics_max_days)
+    except RangeError as error:
+        raise CommandError(str(error)) from None
+    with database(settings) as url:
+        rows = asyncio.run(_metrics(url, args.start, args.end))
+    if args.csv:
+        sys.stdout.write(metrics_csv(rows))
+        return
+    if not rows:
+        print(f"no messages between {args.start} and {args.end}")
+        return
+    header = (
+        "day",
+        "messages",
+        "delivered",
+        "undeliv.",
+        "failed",
+        "rate",
+        "p50 s",
+        "p95 s",
+        "amount",
+    )
+    table = [header] + [
+        (
+            row.day.isoformat(),
+            str(row.messages),
+            str(row.statuses.get("delivered", 0)),
+            str(row.statuses.get("undelivered", 0)),
+            str(row.statuses.get("failed", 0)),
+            "-" if row.delivery_rate is None else f"{row.delivery_rate:.1%}",
+            "-" if row.p50_seconds is None else f"{row.p50_seconds:.1f}",
+            "-" if row.p95_seconds is None else f"{row.p95_seconds:.1f}",
+            str(row.total_amount),
+        )
+        for row in rows
+    ]
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+    for line in table:
+        print("  ".join(cell.rjust(width) for cell, width in zip(line, widths, strict=True)))
+
+
+async def _replay(url: str, projectors: Sequence[Projector], show: bool) -> list[ReplayReport]:
+    reports = []
+    async with connect(url) as conn:
+        for projector in projectors:
+            bar = ProgressBar(projector.name, enabled=show)
+            reports.append(await replay(conn, projector, on_progress=bar.update))
+            bar.finish()
+    return reports
+
+
+def cmd_replay(settings: Settings, args: argparse.Namespace) -> None:
+    """Rebuild views from the ledger and swap them in; the service may keep running."""
+    projectors = build_projectors(settings)
+    if args.projection:
+        try:
+            projectors = (projector_named(args.projection, projectors),)
+        except KeyError as error:
+            raise CommandError(str(error.args[0])) from None
+    with database(settings) as url:
+        try:
+            reports = asyncio.run(_replay(url, projectors, sys.stderr.isatty()))
+        except ReplayInProgress as error:
+            raise CommandError(f"{error}: wait for it to finish") from None
+    for report in reports:
+        extra = f", {report.dead_letters} dead letters" if report.dead_letters else ""
+        extra += f", {report.resolved} dead letters resolved" if report.resolved else ""
+        print(
+            f"replayed {report.projector}: {report.events:,} events in {report.seconds:.2f}s "
+            f"({report.events_per_second:,.0f} events/s){extra}"
+        )
+
+
+def cmd_worker(settings: Settings, _: argparse.Namespace) -> None:
+    """Run the projectors and scheduled jobs without the HTTP server, until interrupted."""
+    from api.background import run_worker
+
+    with database(settings) as url:
+        asyncio.run(_migrate(url))
+        where = redact(url) if settings.database_url else "the embedded PostgreSQL"
+        print(f"ledger: worker running the projectors and scheduled jobs on {where}")
+        sys.stdout.flush()
+        run_worker(settings, url)
+
+
 def cmd_token(settings: Settings, _: argparse.Namespace) -> None:
     """Show the read-API token(s), generating one if none exists."""
     tokens, created = ensure_api_tokens(settings)
@@ -189,6 +336,17 @@ def build_parser() -> argparse.ArgumentParser:
     audit = add("audit", cmd_audit, "show every event of one message")
     audit.add_argument("message_uuid", metavar="MESSAGE_UUID")
     audit.add_argument("--json", action="store_true", help="print the events as JSON")
+    add("worker", cmd_worker, "run the projectors and scheduled jobs without the HTTP server")
+    status = add("status", cmd_status, "show one message's current status")
+    status.add_argument("message_uuid", metavar="MESSAGE_UUID")
+    metrics = add("metrics", cmd_metrics, "show daily delivery metrics")
+    metrics.add_argument("--start", type=date.fromisoformat, required=True, help="YYYY-MM-DD")
+    metrics.add_argument("--end", type=date.fromisoformat, required=True, help="YYYY-MM-DD")
+    metrics.add_argument("--csv", action="store_true", help="print CSV instead of a table")
+    replay_cmd = add("replay", cmd_replay, "rebuild the views from the events, without downtime")
+    replay_cmd.add_argument(
+        "--projection", help="only this view (message_status, daily_delivery_metrics)"
+    )
     add("token", cmd_token, "show the read-API token (generating one if needed)")
     simulate = add("simulate", cmd_simulate, "send realistic signed callbacks to a running server")
     simulate.add_argument("--url", help="server base URL (default http://LEDGER_HOST:LEDGER_PORT)")

@@ -1,19 +1,33 @@
-"""Read API for single messages: the audit trail (and, from the views, the current status)."""
+"""Read API for messages: current status and search (from the status view), and the audit
+trail (from the ledger itself)."""
 
 from __future__ import annotations
 
+import asyncio
+from datetime import datetime
+from typing import Annotated
 from uuid import UUID
 
 import msgspec
-from litestar import Controller, get
+from litestar import Controller, Response, get
 from litestar.di import NamedDependency, Provide
-from litestar.params import FromPath
+from litestar.params import FromPath, FromQuery, QueryParameter
 
 from api.auth import require_token
 from api.problems import Problem
 from api.services import Services, services
 from ledger.events import RecordedEvent
 from ledger.store import read_stream
+from projections.progress import has_applied
+from projections.queries import InvalidCursor, get_message_status, search_messages
+from projections.status import MessageStatusProjector
+from projections.views import MessagePage, MessageQuery, MessageStatus
+
+#: The largest page a search returns, whatever ``limit`` asks for.
+MAX_PAGE = 500
+#: The longest a read-your-writes request waits for the view to catch up.
+MAX_WAIT_SECONDS = 5.0
+_WAIT_POLL_SECONDS = 0.02
 
 
 class MessageEvents(msgspec.Struct, frozen=True):
@@ -37,6 +51,18 @@ def parse_message_uuid(value: str) -> UUID:
         ) from None
 
 
+async def _wait_until_applied(svc: Services, position: int, within: float) -> bool:
+    """Poll until the status view includes the event at ``position``; False on timeout."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        async with svc.pool.connection() as conn:
+            if await has_applied(conn, MessageStatusProjector.name, position):
+                return True
+        if asyncio.get_running_loop().time() >= deadline:
+            return False
+        await asyncio.sleep(_WAIT_POLL_SECONDS)
+
+
 class MessageController(Controller):
     """``/v1/messages``: what the ledger knows about messages."""
 
@@ -45,6 +71,71 @@ class MessageController(Controller):
     dependencies = {"svc": Provide(services, sync_to_thread=False)}  # noqa: RUF012
     tags = ["messages"]  # noqa: RUF012
     security = [{"bearer": []}]  # noqa: RUF012
+
+    @get(
+        "/",
+        summary="Search messages by status, number and time",
+        description="Messages from the status view, newest first (by first event time), "
+        "keyset-paginated: pass next_cursor as cursor for the next page.",
+    )
+    async def search(
+        self,
+        *,
+        svc: NamedDependency[Services],
+        status: FromQuery[str | None] = None,
+        from_number: Annotated[str | None, QueryParameter(name="from")] = None,
+        to_number: Annotated[str | None, QueryParameter(name="to")] = None,
+        since: FromQuery[datetime | None] = None,
+        until: FromQuery[datetime | None] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE)] = 50,
+        cursor: FromQuery[str | None] = None,
+    ) -> MessagePage:
+        """A page of messages matching every filter given."""
+        for name, value in (("status", status), ("from", from_number), ("to", to_number)):
+            if value is not None and "\x00" in value:
+                raise Problem(400, f"{name} contains a NUL character: send plain text.", field=name)
+        query = MessageQuery(
+            status=status,
+            from_number=from_number,
+            to_number=to_number,
+            since=since,
+            until=until,
+            limit=limit,
+            cursor=cursor,
+        )
+        try:
+            async with svc.pool.connection() as conn:
+                return await search_messages(conn, query)
+        except InvalidCursor as error:
+            raise Problem(400, str(error), field="cursor") from None
+
+    @get(
+        "/{message_uuid:str}",
+        summary="The current status of one message",
+        description="From the status view. With wait_for_position (the position a callback "
+        "was acknowledged with), waits up to wait_seconds for the view to include that event, "
+        "so a client can read its own write.",
+    )
+    async def status(
+        self,
+        *,
+        message_uuid: FromPath[str],
+        svc: NamedDependency[Services],
+        wait_for_position: Annotated[int | None, QueryParameter(ge=1)] = None,
+        wait_seconds: Annotated[float, QueryParameter(gt=0, le=MAX_WAIT_SECONDS)] = 2.0,
+    ) -> Response[MessageStatus]:
+        """The message's current status, or 404 if the view has not seen it."""
+        uuid = parse_message_uuid(message_uuid)
+        caught_up = True
+        if wait_for_position is not None:
+            caught_up = await _wait_until_applied(svc, wait_for_position, wait_seconds)
+        async with svc.pool.connection() as conn:
+            found = await get_message_status(conn, uuid)
+        if found is None:
+            raise Problem(404, f"No message {uuid} in the status view yet.")
+        # A client that asked to read its write learns whether it did.
+        headers = {} if caught_up else {"Ledger-View-Stale": "true"}
+        return Response(found, headers=headers)
 
     @get(
         "/{message_uuid:str}/events",

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
+from typing import Any
+
 import msgspec
+import psycopg
 from litestar import MediaType, Response, get
 from litestar.di import NamedDependency, Provide
+from psycopg_pool import PoolTimeout
 
 from api.services import Services, services
-from api.telemetry import exposition
+from api.telemetry import (
+    DEAD_LETTERS,
+    PROJECTOR_EVENTS_BEHIND,
+    PROJECTOR_SECONDS_BEHIND,
+    exposition,
+)
 from ledger.migrate import pending_migrations
+from projections.progress import ProjectorLag, projector_lag
+from projections.registry import build_projectors
 
 
 class Health(msgspec.Struct, frozen=True):
@@ -18,11 +30,16 @@ class Health(msgspec.Struct, frozen=True):
 
 
 class Readiness(msgspec.Struct, frozen=True):
-    """Whether this process can do its job, and why not."""
+    """Whether this process can take callbacks, and how far behind the views are.
+
+    Readiness depends on the database and migrations only: a lagging view does not stop
+    ingest, so it is reported here (and in /metrics) without failing the check.
+    """
 
     ready: bool
     database: str
     pending_migrations: list[str]
+    projectors: list[ProjectorLag]
 
 
 @get("/health", summary="The process is up", tags=["ops"])
@@ -42,15 +59,35 @@ async def ready(svc: NamedDependency[Services]) -> Response[Readiness]:
     try:
         async with svc.pool.connection(timeout=2.0) as conn:
             pending = [f"{m.version:03d}_{m.name}" for m in await pending_migrations(conn)]
+            lag = [] if pending else await _lag(conn, svc)
     except Exception as error:  # any failure here means "not ready", with the reason shown
-        body = Readiness(False, f"unreachable: {type(error).__name__}", [])
+        body = Readiness(False, f"unreachable: {type(error).__name__}", [], [])
         return Response(body, status_code=503)
-    body = Readiness(not pending, "ok", pending)
+    body = Readiness(not pending, "ok", pending, lag)
     return Response(body, status_code=200 if body.ready else 503)
 
 
-@get("/metrics", summary="Prometheus metrics", tags=["ops"], media_type=MediaType.TEXT)
-async def metrics() -> Response[bytes]:
-    """The service's counters and histograms in Prometheus text format."""
+async def _lag(conn: psycopg.AsyncConnection[Any], svc: Services) -> list[ProjectorLag]:
+    """Every projector's lag, also recorded in the Prometheus gauges."""
+    lags = await projector_lag(conn, [p.name for p in build_projectors(svc.settings)])
+    for lag in lags:
+        PROJECTOR_EVENTS_BEHIND.labels(lag.projector).set(lag.events_behind)
+        PROJECTOR_SECONDS_BEHIND.labels(lag.projector).set(lag.seconds_behind)
+        DEAD_LETTERS.labels(lag.projector).set(lag.dead_letters)
+    return lags
+
+
+@get(
+    "/metrics",
+    summary="Prometheus metrics",
+    tags=["ops"],
+    media_type=MediaType.TEXT,
+    dependencies={"svc": Provide(services, sync_to_thread=False)},
+)
+async def metrics(svc: NamedDependency[Services]) -> Response[bytes]:
+    """The service's counters and histograms, and the views' lag, in Prometheus text format."""
+    with contextlib.suppress(psycopg.Error, PoolTimeout):
+        async with svc.pool.connection(timeout=2.0) as conn:
+            await _lag(conn, svc)
     body, content_type = exposition()
     return Response(body, media_type=content_type)

@@ -1,0 +1,61 @@
+"""Work a service process does besides answering requests: projectors and scheduled jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool
+
+from ledger.database import create_pool
+from ledger.settings import Settings
+from projections.registry import build_projectors
+from projections.runner import CatchUpRunner
+from projections.scheduler import ScheduledJobs
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.asynccontextmanager
+async def background_work(
+    settings: Settings, database_url: str, pool: AsyncConnectionPool[Any]
+) -> AsyncIterator[CatchUpRunner]:
+    """Run the catch-up runner and the scheduled jobs for the duration of the block.
+
+    Every process may run them: the runner only projects while it holds a projector's lock,
+    and each job runs once per period across all processes.
+    """
+    projectors = build_projectors(settings)
+    runner = CatchUpRunner(database_url, projectors)
+    jobs = ScheduledJobs(pool, projectors, expire_after=settings.expire_after)
+    await runner.start()
+    await jobs.start()
+    try:
+        yield runner
+    finally:
+        await jobs.stop()
+        await runner.stop()
+
+
+async def _work_until_signalled(settings: Settings, database_url: str) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    pool = create_pool(database_url, size=4, name="worker")
+    await pool.open(wait=False)
+    try:
+        async with background_work(settings, database_url, pool):
+            await stop.wait()
+            log.info("worker: stopping")
+    finally:
+        await pool.close()
+
+
+def run_worker(settings: Settings, database_url: str) -> None:
+    """Project and run scheduled jobs until SIGINT or SIGTERM (``ledger worker``)."""
+    asyncio.run(_work_until_signalled(settings, database_url))

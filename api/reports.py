@@ -1,0 +1,106 @@
+"""Daily delivery metrics for analysts: ``GET /v1/metrics/daily`` as JSON or CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from datetime import date
+from typing import Annotated, Any
+
+from litestar import Request, Response, get
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromQuery, QueryParameter
+
+from api.auth import require_token
+from api.problems import Problem
+from api.services import Services, services
+from projections.queries import daily_metrics
+from projections.views import DailyMetrics
+
+CSV = "text/csv"
+
+
+class RangeError(ValueError):
+    """A date range that cannot be served; the message says how to fix it."""
+
+
+def check_range(start: date, end: date, max_days: int) -> None:
+    """Refuse a reversed range or one longer than ``max_days`` days."""
+    if start > end:
+        raise RangeError(f"start {start} is after end {end}: give start <= end")
+    days = (end - start).days + 1
+    if days > max_days:
+        raise RangeError(
+            f"the range holds {days} days, more than the {max_days} allowed: ask for a shorter "
+            "range (LEDGER_METRICS_MAX_DAYS sets the limit)"
+        )
+
+
+def metrics_csv(rows: Sequence[DailyMetrics]) -> str:
+    """One CSV line per day; a column per status and per error code seen in the range."""
+    statuses = sorted({status for row in rows for status in row.statuses})
+    codes = sorted({code for row in rows for code in row.error_codes}, key=lambda c: (len(c), c))
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(
+        [
+            "day",
+            "messages",
+            "delivery_rate",
+            "units",
+            "total_amount",
+            "p50_seconds",
+            "p95_seconds",
+            *(f"status_{status}" for status in statuses),
+            *(f"error_{code}" for code in codes),
+        ]
+    )
+    for row in rows:
+        writer.writerow(
+            [
+                row.day.isoformat(),
+                row.messages,
+                "" if row.delivery_rate is None else f"{row.delivery_rate:.4f}",
+                row.units,
+                row.total_amount,
+                "" if row.p50_seconds is None else f"{row.p50_seconds:.1f}",
+                "" if row.p95_seconds is None else f"{row.p95_seconds:.1f}",
+                *(row.statuses.get(status, 0) for status in statuses),
+                *(row.error_codes.get(code, 0) for code in codes),
+            ]
+        )
+    return out.getvalue()
+
+
+@get(
+    "/v1/metrics/daily",
+    summary="Daily delivery metrics",
+    description="Per day of each message's first event (LEDGER_TIMEZONE): messages, count per "
+    "current status, delivery rate, units, amount, error codes and time-to-deliver "
+    "percentiles. JSON by default; CSV with Accept: text/csv or format=csv.",
+    guards=[require_token],
+    dependencies={"svc": Provide(services, sync_to_thread=False)},
+    tags=["metrics"],
+    security=[{"bearer": []}],
+)
+async def daily(
+    request: Request[Any, Any, Any],
+    svc: NamedDependency[Services],
+    start: FromQuery[date],
+    end: FromQuery[date],
+    output: Annotated[str | None, QueryParameter(name="format", pattern="^(json|csv)$")] = None,
+) -> Response[list[DailyMetrics]] | Response[str]:
+    """Metrics for every day from ``start`` to ``end`` inclusive that has messages."""
+    try:
+        check_range(start, end, svc.settings.metrics_max_days)
+    except RangeError as error:
+        raise Problem(400, str(error), field="start") from None
+    async with svc.pool.connection() as conn:
+        rows = await daily_metrics(conn, start, end)
+    wants_csv = output == "csv" or (
+        output is None and request.accept.best_match(["application/json", CSV]) == CSV
+    )
+    if wants_csv:
+        return Response(metrics_csv(rows), media_type=f"{CSV}; charset=utf-8")
+    return Response(rows)

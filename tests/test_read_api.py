@@ -1,0 +1,186 @@
+"""The read API over the projections: status, search, daily metrics, readiness and lag."""
+
+from __future__ import annotations
+
+import csv
+import io
+import random
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from api.simulate import lifecycle, sign
+from tests.conftest import CALLBACK_URL, PLIVO_TOKEN
+
+Client = AsyncTestClient[Litestar]
+DAY = datetime(2026, 11, 20, 9, tzinfo=UTC)
+
+
+async def send(client: Client, params: list[tuple[str, str]]) -> int:
+    """Post one signed callback; return the position it was acknowledged with."""
+    signed = sign(params, url=CALLBACK_URL, auth_token=PLIVO_TOKEN)
+    response = await client.post("/plivo/status", content=signed.body, headers=signed.headers)
+    assert response.status_code == 200
+    position: int = response.json()["position"]
+    return position
+
+
+async def deliver(client: Client, message: str, start: datetime = DAY, seed: int = 0) -> int:
+    """Send a queued → sent → delivered lifecycle; return the last position."""
+    rng = random.Random(seed)
+    while True:
+        steps = lifecycle(rng, start, message)
+        if dict(steps[-1])["Status"] == "delivered":
+            break
+    return max([await send(client, step) for step in steps])
+
+
+async def read_status(client: Client, auth: dict[str, str], message: str, position: int) -> Any:
+    response = await client.get(
+        f"/v1/messages/{message}", params={"wait_for_position": position}, headers=auth
+    )
+    assert response.status_code == 200
+    assert "ledger-view-stale" not in response.headers
+    return response.json()
+
+
+MESSAGE = "5b1f3c7e-1a2b-4c3d-8e9f-0a1b2c3d4e5f"
+
+
+async def test_a_client_reads_its_own_write_with_wait_for_position(
+    client: Client, auth: dict[str, str]
+) -> None:
+    position = await deliver(client, MESSAGE)
+    status = await read_status(client, auth, MESSAGE, position)
+    assert status["status"] == "delivered"
+    assert status["event_count"] == 3
+    assert status["queued_at"] <= status["sent_at"] <= status["delivered_at"]
+
+
+async def test_an_error_code_comes_with_its_meaning(client: Client, auth: dict[str, str]) -> None:
+    params = lifecycle(random.Random(1), DAY, MESSAGE)[0]
+    failed = [(k, {"Status": "failed", "ErrorCode": "420"}.get(k, v)) for k, v in params]
+    status = await read_status(client, auth, MESSAGE, await send(client, failed))
+    assert (status["status"], status["error_code"]) == ("failed", "420")
+    assert "expired" in status["error_description"].lower()
+
+
+async def test_an_unknown_message_is_404(client: Client, auth: dict[str, str]) -> None:
+    response = await client.get(f"/v1/messages/{MESSAGE}", headers=auth)
+    assert response.status_code == 404
+
+
+async def test_search_pages_through_every_match_once(client: Client, auth: dict[str, str]) -> None:
+    messages = [f"00000000-0000-4000-8000-{n:012d}" for n in range(7)]
+    last = 0
+    for n, message in enumerate(messages):
+        last = max(last, await deliver(client, message, DAY + timedelta(minutes=n), seed=n))
+    await read_status(client, auth, messages[0], last)
+
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params: dict[str, Any] = {"status": "delivered", "limit": 3}
+        if cursor:
+            params["cursor"] = cursor
+        page = (await client.get("/v1/messages", params=params, headers=auth)).json()
+        seen += [item["message_uuid"] for item in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == list(reversed(messages))
+
+
+async def test_search_refuses_a_forged_cursor(client: Client, auth: dict[str, str]) -> None:
+    response = await client.get("/v1/messages", params={"cursor": "bogus"}, headers=auth)
+    assert response.status_code == 400
+    assert response.json()["field"] == "cursor"
+
+
+async def test_search_caps_the_page_size(client: Client, auth: dict[str, str]) -> None:
+    response = await client.get("/v1/messages", params={"limit": 100_000}, headers=auth)
+    assert response.status_code == 400
+
+
+async def test_daily_metrics_count_each_message_at_its_current_status(
+    client: Client, auth: dict[str, str]
+) -> None:
+    position = await deliver(client, MESSAGE)
+    await read_status(client, auth, MESSAGE, position)
+    response = await client.get(
+        "/v1/metrics/daily", params={"start": "2026-11-20", "end": "2026-11-20"}, headers=auth
+    )
+    assert response.status_code == 200
+    [day] = response.json()
+    assert day["day"] == "2026-11-20"
+    assert day["messages"] == 1
+    assert day["statuses"] == {"delivered": 1}
+    assert day["delivery_rate"] == 1.0
+
+
+@pytest.mark.parametrize("how", ["accept", "format"])
+async def test_daily_metrics_come_as_csv_on_request(
+    client: Client, auth: dict[str, str], how: str
+) -> None:
+    position = await deliver(client, MESSAGE)
+    await read_status(client, auth, MESSAGE, position)
+    params = {"start": "2026-11-19", "end": "2026-11-21"}
+    headers = dict(auth)
+    if how == "accept":
+        headers["Accept"] = "text/csv"
+    else:
+        params["format"] = "csv"
+    response = await client.get("/v1/metrics/daily", params=params, headers=headers)
+    assert response.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(response.text)))
+    assert [(r["day"], r["messages"], r["status_delivered"]) for r in rows] == [
+        ("2026-11-20", "1", "1")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("start", "end"), [("2026-11-21", "2026-11-20"), ("2020-01-01", "2026-01-01"), ("x", "y")]
+)
+async def test_daily_metrics_refuse_a_bad_range(
+    client: Client, auth: dict[str, str], start: str, end: str
+) -> None:
+    response = await client.get(
+        "/v1/metrics/daily", params={"start": start, "end": end}, headers=auth
+    )
+    assert response.status_code == 400
+    assert response.headers["content-type"].startswith("application/problem+json")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        f"/v1/messages/{MESSAGE}",
+        "/v1/messages",
+        "/v1/metrics/daily?start=2026-11-20&end=2026-11-20",
+    ],
+)
+async def test_every_read_route_needs_a_token(client: Client, path: str) -> None:
+    assert (await client.get(path)).status_code == 401
+
+
+async def test_ready_reports_each_projectors_lag(client: Client, auth: dict[str, str]) -> None:
+    position = await deliver(client, MESSAGE)
+    await read_status(client, auth, MESSAGE, position)
+    response = await client.get("/ready")
+    assert response.status_code == 200
+    lags = {lag["projector"]: lag for lag in response.json()["projectors"]}
+    assert set(lags) == {"message_status", "daily_delivery_metrics"}
+    assert lags["message_status"]["dead_letters"] == 0
+
+
+async def test_prometheus_metrics_export_ingest_outcomes_and_projector_lag(client: Client) -> None:
+    await deliver(client, MESSAGE)
+    text = (await client.get("/metrics")).text
+    assert 'ledger_callbacks_total{outcome="appended"}' in text
+    assert "ledger_callback_ack_seconds_bucket" in text
+    assert "ledger_append_batch_events_bucket" in text
+    assert 'ledger_projector_events_behind{projector="message_status"}' in text
+    assert 'ledger_dead_letters{projector="daily_delivery_metrics"}' in text
