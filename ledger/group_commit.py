@@ -81,6 +81,13 @@ class GroupCommitter:
                 self._wakeup.set()  # let the other flushers see the end too
                 return
 
+    def _take_waiting(self) -> list[tuple[Append, asyncio.Future[AppendResult]]]:
+        """Everything still waiting for a flusher, taken off the queue."""
+        waiting, self._waiting = self._waiting, []
+        if not self._closing:
+            self._wakeup.clear()
+        return waiting
+
     async def _flush(self, batch: list[tuple[Append, asyncio.Future[AppendResult]]]) -> None:
         try:
             async with self._pool.connection() as conn:
@@ -88,6 +95,11 @@ class GroupCommitter:
         except (psycopg.OperationalError, PoolTimeout, TooManyRequests) as error:
             log.warning("append of %d events failed: %s", len(batch), error)
             failure = DatabaseUnavailable(str(error))
+            if isinstance(error, PoolTimeout):
+                # No connection came for a whole pool timeout. What queued up meanwhile would
+                # wait as long again only to fail the same way, past the 8 s Plivo waits for an
+                # answer: fail it now, so that every caller hears its 503 in time.
+                batch = batch + self._take_waiting()
             for _, future in batch:
                 if not future.done():
                     future.set_exception(failure)

@@ -179,12 +179,20 @@ def _v3_string(method: str, url: str, params: Sequence[tuple[str, str]]) -> str:
     for key, value in params:
         grouped.setdefault(key, []).append(value)
     verb = method.upper()
-    if verb == "GET":
-        signed = construct_get_url(url, grouped)
-    elif verb == "POST":
-        signed = construct_post_url(url, grouped)
-    else:
+    if verb not in {"GET", "POST"}:
         raise SignatureError(f"Plivo signs only GET and POST callbacks, not {method}")
+    try:
+        if verb == "GET":
+            signed = construct_get_url(url, grouped)
+        else:
+            signed = construct_post_url(url, grouped)
+    except UnicodeError:
+        # The SDK parses the URL as ASCII bytes. Raw non-ASCII in the request target (Plivo
+        # percent-encodes) is not a URL Plivo called, so no signature can be valid for it.
+        raise SignatureError(
+            "the request URL holds raw non-ASCII characters: Plivo percent-encodes the URLs it "
+            "calls, so this request cannot carry a valid signature"
+        ) from None
     return bytes(signed).decode("utf-8")
 
 

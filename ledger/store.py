@@ -73,18 +73,26 @@ async def append(conn: psycopg.AsyncConnection[Any], batch: Sequence[Append]) ->
     """
     reused = set()
     async with conn.transaction():
-        guarded = [item.nonce_guard for item in batch if item.nonce_guard is not None]
+        # Rows are locked in a fixed order (nonce, dedup key) so that two concurrent batches
+        # sharing keys cannot deadlock on each other.
+        guarded = sorted(
+            (item.nonce_guard for item in batch if item.nonce_guard is not None),
+            key=lambda guard: guard.nonce,
+        )
         if guarded:
             cursor = await conn.execute(
                 _REMEMBER_NONCES,
                 ([g.nonce for g in guarded], [g.body_digest for g in guarded]),
             )
             reused = {row[0] for row in await cursor.fetchall()}
-        accepted = [
-            item.event
-            for item in batch
-            if item.nonce_guard is None or item.nonce_guard.nonce not in reused
-        ]
+        accepted = sorted(
+            (
+                item.event
+                for item in batch
+                if item.nonce_guard is None or item.nonce_guard.nonce not in reused
+            ),
+            key=lambda event: event.dedup_key,
+        )
         inserted: dict[bytes, int] = {}
         if accepted:
             cursor = await conn.execute(
