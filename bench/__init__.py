@@ -1,0 +1,1 @@
+"""Benchmarks of the delivery ledger: ``python -m bench`` (see bench/README.md)."""
