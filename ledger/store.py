@@ -45,10 +45,11 @@ class Checkpoint(msgspec.Struct, frozen=True, order=True):
 
 
 _INSERT = """
+-- Binary parameters: the text array format would escape every quote of every payload.
 INSERT INTO events (message_uuid, event_type, status, occurred_at, dedup_key, payload, meta)
 SELECT m, t, s, o, d, p::jsonb, x::jsonb
-FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::timestamptz[], %s::bytea[],
-            %s::text[], %s::text[]) AS incoming(m, t, s, o, d, p, x)
+FROM unnest(%b::uuid[], %b::text[], %b::text[], %b::timestamptz[], %b::bytea[],
+            %b::text[], %b::text[]) AS incoming(m, t, s, o, d, p, x)
 ON CONFLICT (dedup_key) DO NOTHING
 RETURNING dedup_key, position
 """
@@ -73,8 +74,8 @@ async def append(conn: psycopg.AsyncConnection[Any], batch: Sequence[Append]) ->
     """
     reused = set()
     async with conn.transaction():
-        # Rows are locked in a fixed order (nonce, dedup key) so that two concurrent batches
-        # sharing keys cannot deadlock on each other.
+        # Nonces are locked in a fixed order so that two concurrent batches sharing nonces
+        # cannot deadlock. Events keep their batch order: it is their ledger order.
         guarded = sorted(
             (item.nonce_guard for item in batch if item.nonce_guard is not None),
             key=lambda guard: guard.nonce,
@@ -85,14 +86,11 @@ async def append(conn: psycopg.AsyncConnection[Any], batch: Sequence[Append]) ->
                 ([g.nonce for g in guarded], [g.body_digest for g in guarded]),
             )
             reused = {row[0] for row in await cursor.fetchall()}
-        accepted = sorted(
-            (
-                item.event
-                for item in batch
-                if item.nonce_guard is None or item.nonce_guard.nonce not in reused
-            ),
-            key=lambda event: event.dedup_key,
-        )
+        accepted = [
+            item.event
+            for item in batch
+            if item.nonce_guard is None or item.nonce_guard.nonce not in reused
+        ]
         inserted: dict[bytes, int] = {}
         if accepted:
             cursor = await conn.execute(
@@ -195,7 +193,9 @@ async def read_after(
             f"SELECT {_COLUMNS} FROM events"
             " WHERE (transaction_id, position) > (%s::text::xid8, %s)"
             " AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())"
-            " ORDER BY transaction_id, position LIMIT %s",
+            # The table's columns, not the bigint aliases: the (transaction_id, position) index
+            # then serves the order instead of a full scan and sort per batch.
+            " ORDER BY events.transaction_id, events.position LIMIT %s",
             (str(checkpoint.transaction_id), checkpoint.position, limit),
         )
         return [_recorded(row) for row in await cursor.fetchall()]
