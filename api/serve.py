@@ -7,9 +7,27 @@ import shutil
 import tempfile
 
 from granian.constants import Interfaces
-from granian.server import Server
+from granian.server.mp import MPServer
 
 from ledger.settings import Settings
+
+
+def asgi_server(target: str, *, host: str, port: int, workers: int) -> MPServer:
+    """Granian serving the ASGI app factory ``target`` ("module:function") as in production.
+
+    The benchmarks serve their no-op baseline app with this too, so that the handler is the
+    only difference between the two.
+    """
+    return MPServer(
+        target,
+        address=host,
+        port=port,
+        interface=Interfaces.ASGI,
+        workers=workers,
+        factory=True,
+        log_access=False,
+        backlog=2048,
+    )
 
 
 def serve(settings: Settings, database_url: str) -> None:
@@ -27,15 +45,8 @@ def serve(settings: Settings, database_url: str) -> None:
         metrics_dir = tempfile.mkdtemp(prefix="ledger-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     try:
-        Server(
-            "api.asgi:app",
-            address=settings.host,
-            port=settings.port,
-            interface=Interfaces.ASGI,
-            workers=settings.workers,
-            factory=True,
-            log_access=False,
-            backlog=2048,
+        asgi_server(
+            "api.asgi:app", host=settings.host, port=settings.port, workers=settings.workers
         ).serve()
     finally:
         if metrics_dir:

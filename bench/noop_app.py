@@ -13,9 +13,9 @@ import argparse
 from typing import Literal
 
 import msgspec
-from granian.constants import Interfaces
-from granian.server import Server
 from litestar import Litestar, get, post
+
+from api.serve import asgi_server
 
 
 class Accepted(msgspec.Struct, frozen=True):
@@ -43,23 +43,13 @@ def app() -> Litestar:
 
 
 def main() -> None:
-    """Serve with the same granian options as api/serve.py (ASGI, factory, no access log,
-    backlog 2048), so that the only difference from the ledger is the handler."""
+    """Serve with the ledger's own granian setup, so that the only difference is the handler."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
-    Server(
-        "bench.noop_app:app",
-        address=args.host,
-        port=args.port,
-        interface=Interfaces.ASGI,
-        workers=args.workers,
-        factory=True,
-        log_access=False,
-        backlog=2048,
-    ).serve()
+    asgi_server("bench.noop_app:app", host=args.host, port=args.port, workers=args.workers).serve()
 
 
 if __name__ == "__main__":
