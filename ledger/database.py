@@ -74,7 +74,9 @@ def create_pool(url: str, *, size: int, name: str = "ledger") -> AsyncConnection
     """An unopened pool; open it with ``await pool.open()`` inside the event loop.
 
     ``max_waiting`` bounds the queue of requests waiting for a connection, so overload turns
-    into quick 503s instead of a pile of timed-out requests.
+    into quick 503s instead of a pile of timed-out requests. Connections are not checked on
+    checkout (a round trip on every append): one broken by an outage fails its request with a
+    503, which Plivo retries, and the pool discards it when it comes back.
     """
     return AsyncConnectionPool(
         with_options(url),
@@ -90,7 +92,6 @@ def create_pool(url: str, *, size: int, name: str = "ledger") -> AsyncConnection
         open=False,
         name=name,
         kwargs={"autocommit": True},
-        check=AsyncConnectionPool.check_connection,
     )
 
 
