@@ -2,7 +2,7 @@
 """Zero-setup entry point: creates (or reuses) ./.venv, installs the project, runs a command.
 
     python3 dev.py serve [ledger serve options]   start the service (embedded Postgres by default)
-    python3 dev.py test [pytest options]          run the whole test suite
+    python3 dev.py test [pytest options]          lint, format check, type check, then pytest
     python3 dev.py bench [bench options]          run the benchmarks (see bench/README.md)
     python3 dev.py ledger COMMAND ...             any ledger command (audit, replay, token, ...)
 
@@ -57,7 +57,26 @@ def main(argv: list[str]) -> int:
         return subprocess.call([str(BIN / "ledger"), *rest])
     if command == "bench":
         return subprocess.call([str(PYTHON), "-m", "bench", *rest], cwd=ROOT)
-    status = subprocess.call([str(PYTHON), "-m", "pytest", *rest], cwd=ROOT)
+    return run_tests(rest)
+
+
+#: The quality gates, in order, each over the whole tree; any failure stops the run.
+GATES = (
+    ("ruff check", ["-m", "ruff", "check", "."]),
+    ("ruff format --check", ["-m", "ruff", "format", "--check", "."]),
+    ("mypy", ["-m", "mypy"]),
+)
+
+
+def run_tests(pytest_args: list[str]) -> int:
+    """Run the quality gates, then pytest; the first failure's status is returned."""
+    for name, args in GATES:
+        print(f"dev.py: {name}", flush=True)
+        if (status := subprocess.call([str(PYTHON), *args], cwd=ROOT)) != 0:
+            print(f"dev.py: {name} failed: fix what it reports, then run again", file=sys.stderr)
+            return status
+    print("dev.py: pytest", flush=True)
+    status = subprocess.call([str(PYTHON), "-m", "pytest", *pytest_args], cwd=ROOT)
     if status == 5:
         print("dev.py: pytest collected no tests: that is a failure, not a pass", file=sys.stderr)
         return 1

@@ -20,12 +20,20 @@ class Projector(Protocol):
     ``build`` and ``apply``, then swaps them in for the live tables.
     """
 
-    #: Stable name, used for the checkpoint row, the lock and ``ledger replay --projection``.
-    name: str
-    #: Bump when the view's shape or fold changes: a stored view of another version is rebuilt.
-    version: int
-    #: The tables this projector owns, live names.
-    tables: tuple[str, ...]
+    # Read-only properties, so that a class attribute, an instance attribute or a property
+    # all satisfy the protocol (a plain annotation would demand a mutable attribute).
+    @property
+    def name(self) -> str:
+        """Stable name, used for the checkpoint row, the lock and ``ledger replay --projection``."""
+
+    @property
+    def version(self) -> int:
+        """Bump when the view's shape or fold changes: a stored view of another version is
+        rebuilt."""
+
+    @property
+    def tables(self) -> tuple[str, ...]:
+        """The tables this projector owns, live names."""
 
     async def build(
         self, conn: psycopg.AsyncConnection[Any], *, suffix: str, upto: Checkpoint

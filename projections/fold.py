@@ -173,9 +173,7 @@ FROM (
 
 # Winner first. Sequences are never negative, so the -1 that stands for a missing one in
 # _winner_key ranks it lowest, as NULLS LAST does in this descending sort.
-_WINNER_ORDER = sql.SQL(
-    "status_rank DESC, sequence DESC NULLS LAST, event_at DESC, position DESC"
-)
+_WINNER_ORDER = sql.SQL("status_rank DESC, sequence DESC NULLS LAST, event_at DESC, position DESC")
 _WINNER_KEY = ("status_rank", "status_sequence", "status_at", "status_position")
 
 

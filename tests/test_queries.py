@@ -133,8 +133,14 @@ async def test_daily_metrics_give_rate_histogram_and_percentiles_of_a_known_day(
         message = uuid4()
         events += [
             callback(message, "queued", at=T0, sequence=1),
-            callback(message, "delivered", at=T0 + timedelta(seconds=latency), sequence=3,
-                     units="2", amount="0.0050"),
+            callback(
+                message,
+                "delivered",
+                at=T0 + timedelta(seconds=latency),
+                sequence=3,
+                units="2",
+                amount="0.0050",
+            ),
         ]
     failures = [("undelivered", "30"), ("failed", "420"), ("rejected", "30")]
     events += [callback(uuid4(), s, at=T0, sequence=3, error_code=c) for s, c in failures]
@@ -146,7 +152,12 @@ async def test_daily_metrics_give_rate_histogram_and_percentiles_of_a_known_day(
     assert day.day == DAY_1
     assert day.messages == 18
     assert day.statuses == {
-        "delivered": 10, "expired": 2, "failed": 1, "rejected": 1, "sent": 3, "undelivered": 1
+        "delivered": 10,
+        "expired": 2,
+        "failed": 1,
+        "rejected": 1,
+        "sent": 3,
+        "undelivered": 1,
     }
     assert day.delivery_rate == pytest.approx(10 / 15)
     assert day.error_codes == {"30": 2, "420": 1}

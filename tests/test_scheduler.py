@@ -108,7 +108,9 @@ async def test_expiry_appends_one_system_event_per_stale_unfinished_message(
         " AND event_type = %s",
         (uuids["sent_long_ago"], MESSAGE_EXPIRED),
     )
-    status, payload, meta, dedup_key = await cursor.fetchone() or ()
+    row = await cursor.fetchone()
+    assert row is not None
+    status, payload, meta, dedup_key = row
     assert status == "expired"
     assert (payload["ExpiredAfter"], payload["LastStatus"]) == ("48h", "sent")
     assert meta == {
