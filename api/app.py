@@ -21,6 +21,7 @@ from api.messages import MessageController
 from api.ops import health, metrics, ready
 from api.problems import handle_http_exception, handle_unexpected, problem_response
 from api.reports import daily
+from api.seals import SealController
 from api.services import Services
 from api.telemetry import APPEND_BATCH
 from ledger.database import create_pool
@@ -50,17 +51,32 @@ def create_app(settings: Settings, database_url: str, *, run_projectors: bool = 
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        pool = create_pool(database_url, size=settings.pool_size)
-        await pool.open(wait=False)
+        # Half the append budget waiting for a flusher, half for the statement itself: a
+        # stalled database answers 503 within LEDGER_APPEND_TIMEOUT, inside Plivo's 8 s.
+        half_budget = settings.append_timeout.total_seconds() / 2
+        ingest_pool = create_pool(
+            database_url,
+            size=settings.append_flushers,
+            name="ingest",
+            statement_timeout=half_budget,
+            timeout=half_budget,
+        )
+        pool = create_pool(database_url, size=settings.pool_size, name="reads")
+        ops_pool = create_pool(
+            database_url, size=2, name="ops", statement_timeout=2.0, timeout=1.0, check=True
+        )
+        for opening in (ingest_pool, pool, ops_pool):
+            await opening.open(wait=False)
         committer = GroupCommitter(
-            pool,
+            ingest_pool,
             max_batch=settings.append_batch_max,
             flushers=settings.append_flushers,
+            queue_timeout=half_budget,
             on_batch=APPEND_BATCH.observe,
         )
         await committer.start()
         tokens, _ = ensure_api_tokens(settings)
-        app.state.services = Services(settings, pool, committer, tokens)
+        app.state.services = Services(settings, pool, ops_pool, committer, tokens)
         try:
             async with contextlib.AsyncExitStack() as background:
                 if run_projectors:
@@ -69,12 +85,21 @@ def create_app(settings: Settings, database_url: str, *, run_projectors: bool = 
                     )
                 yield
         finally:
-            # In-flight appends finish before the pool goes: every 200 was a commit.
+            # In-flight appends finish before the pools go: every 200 was a commit.
             await committer.close()
-            await pool.close()
+            for closing in (ingest_pool, pool, ops_pool):
+                await closing.close()
 
     return Litestar(
-        route_handlers=[receive_status, MessageController, daily, health, ready, metrics],
+        route_handlers=[
+            receive_status,
+            MessageController,
+            SealController,
+            daily,
+            health,
+            ready,
+            metrics,
+        ],
         lifespan=[lifespan],
         # Logging is configured by api.logs (level from LEDGER_LOG_LEVEL, phone numbers
         # masked); Litestar's default config would replace that handler and reset the level.

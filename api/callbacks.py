@@ -1,4 +1,11 @@
-"""``/plivo/status``: Plivo's status callbacks, acknowledged only once durably appended."""
+"""``/plivo/status``: Plivo's status callbacks, acknowledged only once durably appended.
+
+The order of the checks is the point: what costs nothing comes first. A request declaring a
+body over the limit, or without any signature header, is refused before its body is read;
+one with more fields than a callback could carry is refused before it is decoded; only then
+is the signature computed, and only a signed callback reaches the database, where its nonce
+is pinned to its body.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +17,7 @@ from typing import Any, Literal
 import msgspec
 from litestar import Request, route
 from litestar.di import NamedDependency, Provide
+from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 
 from api.problems import Problem
 from api.services import Services, services
@@ -18,7 +26,12 @@ from ledger.callbacks import CallbackError, Params, parse_form, parse_json, pars
 from ledger.database import DatabaseUnavailable
 from ledger.events import EventMeta
 from ledger.settings import Settings
-from ledger.signatures import SignatureError, body_digest, verify_signature
+from ledger.signatures import (
+    SignatureError,
+    body_digest,
+    has_signature_headers,
+    verify_signature,
+)
 from ledger.store import Append, NonceGuard
 
 log = logging.getLogger(__name__)
@@ -33,14 +46,14 @@ class CallbackAccepted(msgspec.Struct, frozen=True):
     position: int
 
 
-async def _params(request: Request[Any, Any, Any]) -> Params:
+async def _params(request: Request[Any, Any, Any], max_fields: int) -> Params:
     if request.method == "GET":
-        return parse_query(request.scope["query_string"].decode("latin-1"))
+        return parse_query(request.scope["query_string"].decode("latin-1"), max_fields=max_fields)
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type == "application/x-www-form-urlencoded":
-        return parse_form(await request.body())
+        return parse_form(await request.body(), max_fields=max_fields)
     if media_type == "application/json":
-        return parse_json(await request.body())
+        return parse_json(await request.body(), max_fields=max_fields)
     CALLBACKS.labels("unsupported_media_type").inc()
     raise Problem(
         415,
@@ -49,14 +62,19 @@ async def _params(request: Request[Any, Any, Any]) -> Params:
     )
 
 
-def _signed_url(request: Request[Any, Any, Any], base_url: str) -> str:
-    # Plivo signs the URL it called; behind a TLS proxy the app sees another scheme and host,
-    # so the configured public base URL stands in for them.
+def signed_url(request: Request[Any, Any, Any], base_url: str) -> str:
+    """The URL Plivo called, as it signed it: the configured public base URL (behind a TLS
+    proxy the app sees another scheme and host) + the path and query exactly as received,
+    before any routing normalisation (``/plivo/status/``, ``//plivo/status`` and
+    ``/plivo/%73tatus`` all reach this route, and each is signed as what it is)."""
+    raw_path: bytes = request.scope.get("raw_path") or request.scope["path"].encode()
+    path = raw_path.partition(b"?")[0].decode("latin-1")
     query = request.scope["query_string"].decode("latin-1")
-    return f"{base_url}{request.url.path}" + (f"?{query}" if query else "")
+    return f"{base_url}{path}" + (f"?{query}" if query else "")
 
 
 @route(
+    # Litestar routes /plivo/status/ and //plivo/status here too; signed_url keeps them apart.
     "/plivo/status",
     http_method=["GET", "POST"],
     dependencies={"svc": Provide(services, sync_to_thread=False)},
@@ -80,39 +98,59 @@ async def receive_status(
         ACK_SECONDS.observe(time.perf_counter() - started)
 
 
+def _refuse_signature(request_id: str, reason: str) -> Problem:
+    CALLBACKS.labels("bad_signature").inc()
+    log.warning("refused callback %s: %s", request_id, reason)
+    return Problem(403, f"{reason}.")
+
+
 def _authenticate(
     request: Request[Any, Any, Any], settings: Settings, params: Params, request_id: str
 ) -> tuple[EventMeta, NonceGuard | None]:
-    """How the callback was authenticated, and the V2 nonce it must not reuse."""
+    """How the callback was authenticated (with the material to re-check it later), and the
+    nonce it must not reuse for another body."""
     remote_addr = request.client.host if request.client else None
     if settings.skip_signatures:
         return EventMeta("plivo", "unsigned", request_id=request_id, remote_addr=remote_addr), None
+    url = signed_url(request, settings.callback_base_url)
     try:
         check = verify_signature(
             method=request.method,
-            url=_signed_url(request, settings.callback_base_url),
+            url=url,
             params=params,
             headers=request.headers,
             auth_tokens=settings.plivo_auth_tokens,
-            main_auth_token=settings.plivo_main_auth_token,
+            main_auth_tokens=settings.plivo_main_auth_tokens,
         )
     except SignatureError as error:
-        CALLBACKS.labels("bad_signature").inc()
-        log.warning("refused callback %s: %s", request_id, error.reason)
-        raise Problem(403, f"{error.reason}.") from None
+        raise _refuse_signature(request_id, error.reason) from None
     meta = EventMeta(
-        "plivo", check.scheme, nonce=check.nonce, request_id=request_id, remote_addr=remote_addr
+        "plivo",
+        check.scheme,
+        nonce=check.nonce,
+        method=request.method,
+        signed_url=url,
+        signatures=check.headers,
+        request_id=request_id,
+        remote_addr=remote_addr,
     )
-    # V2 signs the URL and nonce only: pin each nonce to the body it first came with.
-    v2 = check.scheme.startswith("v2")
-    return meta, NonceGuard(check.nonce, body_digest(params)) if v2 else None
+    return meta, NonceGuard(check.family, check.nonce, body_digest(params))
 
 
 async def _receive(request: Request[Any, Any, Any], svc: Services) -> CallbackAccepted:
     settings = svc.settings
     request_id = uuid.uuid4().hex
+    declared = request.content_length
+    if declared is not None and declared > settings.max_body_bytes:
+        raise RequestEntityTooLarge  # as Litestar would on reading the body, but sooner
+    if not settings.skip_signatures and not has_signature_headers(request.headers):
+        raise _refuse_signature(
+            request_id,
+            "missing X-Plivo-Signature-V3 or X-Plivo-Signature-V2 header: this endpoint only "
+            "accepts callbacks signed by Plivo",
+        )
     try:
-        params = await _params(request)
+        params = await _params(request, settings.max_fields)
     except CallbackError as error:
         CALLBACKS.labels("malformed").inc()
         raise Problem(400, error.detail, field=error.field) from None
@@ -136,8 +174,12 @@ async def _receive(request: Request[Any, Any, Any], svc: Services) -> CallbackAc
 
     if result.outcome == "nonce_reused":
         CALLBACKS.labels("nonce_reused").inc()
-        log.warning("refused callback %s: V2 nonce already used for another body", request_id)
-        raise Problem(403, "This V2 signature nonce was already used with a different body.")
+        log.warning("refused callback %s: nonce already used for another body", request_id)
+        raise Problem(
+            403,
+            "This signature nonce was already used with a different body: a nonce signs "
+            "exactly one callback.",
+        )
     CALLBACKS.labels(result.outcome).inc()
     assert result.position is not None  # appended and duplicate events always have one
     return CallbackAccepted(result.outcome, result.position)

@@ -57,7 +57,7 @@ async def health() -> Health:
 async def ready(svc: NamedDependency[Services]) -> Response[Readiness]:
     """200 when the database answers and every migration is applied, else 503 with reasons."""
     try:
-        async with svc.pool.connection(timeout=2.0) as conn:
+        async with svc.ops_pool.connection() as conn:
             pending = [f"{m.version:03d}_{m.name}" for m in await pending_migrations(conn)]
             lag = [] if pending else await _lag(conn, svc)
     except Exception as error:  # any failure here means "not ready", with the reason shown
@@ -87,7 +87,7 @@ async def _lag(conn: psycopg.AsyncConnection[Any], svc: Services) -> list[Projec
 async def metrics(svc: NamedDependency[Services]) -> Response[bytes]:
     """The service's counters and histograms, and the views' lag, in Prometheus text format."""
     with contextlib.suppress(psycopg.Error, PoolTimeout):
-        async with svc.pool.connection(timeout=2.0) as conn:
+        async with svc.ops_pool.connection() as conn:
             await _lag(conn, svc)
     body, content_type = exposition()
     return Response(body, media_type=content_type)

@@ -14,10 +14,13 @@ from ledger.settings import Settings
 
 @dataclass(frozen=True)
 class Services:
-    """Settings, the pool, the group committer and the accepted read-API tokens."""
+    """Settings, the read pool, the operations pool (its own small budget, so that probes
+    answer even when reads or ingest use every connection), the group committer (which owns
+    the ingest pool) and the accepted read-API tokens."""
 
     settings: Settings
     pool: AsyncConnectionPool[Any]
+    ops_pool: AsyncConnectionPool[Any]
     committer: GroupCommitter
     api_tokens: tuple[str, ...]
 

@@ -51,17 +51,27 @@ _STATUS_TIMES: dict[str, tuple[str, ...]] = {
 }
 _ANY_TIME = (_DELIVERY_REPORT_TIME, _SENT_TIME, _QUEUED_TIME, _MESSAGE_TIME)
 
+#: The most fields a callback may carry (``LEDGER_MAX_FIELDS``); Plivo sends about 20.
+DEFAULT_MAX_FIELDS = 128
+#: The longest field name and value accepted. Plivo's longest are timestamps, UUIDs and IP
+#: addresses; these bounds only keep junk from costing parse, signature and storage work.
+MAX_NAME_LENGTH = 256
+MAX_VALUE_LENGTH = 4096
+
 # Versioned and kind-tagged, so that the two ways of deriving a key can never collide and a
 # future change of derivation cannot clash with keys already stored.
 _STATUS_KEY_TAG = b"v1\x00status\x00"
 _PAYLOAD_KEY_TAG = b"v1\x00payload\x00"
 
 
-def parse_form(body: bytes) -> Params:
+def parse_form(body: bytes, *, max_fields: int = DEFAULT_MAX_FIELDS) -> Params:
     """Decode an ``application/x-www-form-urlencoded`` body, keeping order, repeats and blanks.
 
-    Raises :class:`CallbackError` unless the body is UTF-8 (raw and percent-encoded).
+    Raises :class:`CallbackError` unless the body is UTF-8 (raw and percent-encoded), holds at
+    most ``max_fields`` fields (counted before any decoding, so junk costs almost nothing) and
+    no name or value longer than :data:`MAX_NAME_LENGTH` / :data:`MAX_VALUE_LENGTH`.
     """
+    _refuse_too_many(body.count(b"&") + 1, max_fields, "the body")
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
@@ -71,12 +81,13 @@ def parse_form(body: bytes) -> Params:
     return _parse_urlencoded(text, "the body")
 
 
-def parse_query(query_string: str) -> Params:
+def parse_query(query_string: str, *, max_fields: int = DEFAULT_MAX_FIELDS) -> Params:
     """Decode a (percent-encoded) query string the way :func:`parse_form` decodes a body."""
+    _refuse_too_many(query_string.count("&") + 1, max_fields, "the query string")
     return _parse_urlencoded(query_string, "the query string")
 
 
-def parse_json(body: bytes) -> Params:
+def parse_json(body: bytes, *, max_fields: int = DEFAULT_MAX_FIELDS) -> Params:
     """Decode a JSON object into parameters, as if its fields had been form-encoded.
 
     Strings are kept verbatim, numbers and booleans become their JSON text, null becomes
@@ -116,6 +127,7 @@ def parse_json(body: bytes) -> Params:
             pairs.extend((key, _json_scalar(key, item)) for item in value)
         else:
             pairs.append((key, _json_scalar(key, value)))
+    _refuse_too_many(len(pairs), max_fields, "the JSON body")
     return _checked(pairs, "the JSON body")
 
 
@@ -196,9 +208,24 @@ def _parse_urlencoded(text: str, where: str) -> Params:
     return _checked(pairs, where)
 
 
+def _refuse_too_many(fields: int, max_fields: int, where: str) -> None:
+    if fields > max_fields:
+        raise CallbackError(
+            f"{where} holds more than {max_fields} fields: a Plivo callback carries about 20 "
+            "(LEDGER_MAX_FIELDS sets the limit)"
+        )
+
+
 def _checked(pairs: list[tuple[str, str]], where: str) -> Params:
     # Payloads are stored as PostgreSQL jsonb, which refuses NUL and unpaired surrogates.
     # Refusing them here answers 400 instead of failing the insert and making Plivo retry.
+    for key, value in pairs:
+        if len(key) > MAX_NAME_LENGTH or len(value) > MAX_VALUE_LENGTH:
+            raise CallbackError(
+                f"{where} has a field name over {MAX_NAME_LENGTH} or a value over "
+                f"{MAX_VALUE_LENGTH} characters: no Plivo callback field is that long",
+                field=key[:64],
+            )
     for pair in pairs:
         for text in pair:
             if "\x00" in text:

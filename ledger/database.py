@@ -16,11 +16,20 @@ from ledger.settings import Settings
 
 log = logging.getLogger(__name__)
 
-#: Statement and idle-transaction limits for the service's own connections. An open
-#: transaction holding an xid stalls every tailing reader, so none may linger.
-SESSION_OPTIONS = "-c idle_in_transaction_session_timeout=10s -c statement_timeout=30s"
 #: Channel every append transaction notifies; projectors listen on it.
 EVENTS_CHANNEL = "ledger_events"
+
+
+def session_options(*, statement_timeout: float) -> str:
+    """libpq ``options`` for the service's connections: an idle-transaction limit (an open
+    transaction holding an xid stalls every tailing reader, so none may linger) and a
+    ``statement_timeout`` in seconds."""
+    milliseconds = max(1, round(statement_timeout * 1000))
+    return f"-c idle_in_transaction_session_timeout=10s -c statement_timeout={milliseconds}ms"
+
+
+#: The default session limits: 30 s per statement.
+SESSION_OPTIONS = session_options(statement_timeout=30.0)
 
 
 class DatabaseUnavailable(Exception):
@@ -54,6 +63,13 @@ def embedded_server(pgdata: Path, *, delete: bool = False) -> Iterator[str]:
         server.cleanup()
 
 
+def first_line(error: BaseException) -> str:
+    """An error in one line, for logs: psycopg's first line names the server and the cause,
+    never the password; the rest (context, hints) is noise there."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
 def with_options(url: str, options: str = SESSION_OPTIONS, **extra: Any) -> str:
     """Add libpq session options (and any other connection parameters) to ``url``."""
     params: dict[str, Any] = conninfo_to_dict(url)
@@ -70,20 +86,30 @@ def redact(url: str) -> str:
     return make_conninfo("", **params)
 
 
-def create_pool(url: str, *, size: int, name: str = "ledger") -> AsyncConnectionPool[Any]:
+def create_pool(
+    url: str,
+    *,
+    size: int,
+    name: str = "ledger",
+    statement_timeout: float = 30.0,
+    timeout: float = 5.0,
+    check: bool = False,
+) -> AsyncConnectionPool[Any]:
     """An unopened pool; open it with ``await pool.open()`` inside the event loop.
 
     ``max_waiting`` bounds the queue of requests waiting for a connection, so overload turns
-    into quick 503s instead of a pile of timed-out requests. Connections are not checked on
-    checkout (a round trip on every append): one broken by an outage fails its request with a
-    503, which Plivo retries, and the pool discards it when it comes back.
+    into quick 503s instead of a pile of timed-out requests; ``timeout`` is the longest a
+    checkout waits, and ``statement_timeout`` (seconds) the longest any statement runs.
+    Connections are checked on checkout only with ``check`` (a round trip each time): without
+    it, one broken by an outage fails its request with a 503, which Plivo retries, and the
+    pool discards it when it comes back; a probe that must tell the truth at once checks.
     """
     return AsyncConnectionPool(
-        with_options(url),
+        with_options(url, session_options(statement_timeout=statement_timeout)),
         min_size=min(2, size),
         max_size=size,
         max_waiting=size * 16,
-        timeout=5.0,
+        timeout=timeout,
         # psycopg_pool retries a failed connection with exponential backoff (1, 2, 4, 8 … s)
         # until reconnect_timeout: after a long outage its next attempt can come tens of
         # seconds after the database is back. Giving up after a few seconds instead lets the
@@ -91,6 +117,7 @@ def create_pool(url: str, *, size: int, name: str = "ledger") -> AsyncConnection
         reconnect_timeout=4.0,
         open=False,
         name=name,
+        check=AsyncConnectionPool.check_connection if check else None,
         kwargs={"autocommit": True},
     )
 

@@ -19,14 +19,25 @@ SignatureScheme = Literal["v3", "v3-ma", "v2", "v2-ma", "unsigned", "system"]
 
 
 class EventMeta(msgspec.Struct, frozen=True, omit_defaults=True):
-    """How an event reached the ledger: who sent it and how it was authenticated."""
+    """How an event reached the ledger: who sent it, and what proves it.
+
+    A Plivo event keeps its signature material, so that ``ledger verify`` can re-check it at
+    any time against the configured auth tokens: the ``method`` and exact ``signed_url``
+    that were verified, the ``nonce``, and the signature headers as received (``signatures``,
+    by header name). Never a token. A system event carries ``mac``, an HMAC of its content
+    under the service's system key (see :mod:`ledger.system_events`).
+    """
 
     source: Literal["plivo", "system"]
     signature: SignatureScheme
     nonce: str | None = None
+    method: str | None = None
+    signed_url: str | None = None
+    signatures: dict[str, str] | None = None
     request_id: str | None = None
     remote_addr: str | None = None
     reason: str | None = None
+    mac: str | None = None
 
 
 class NewEvent(msgspec.Struct, frozen=True):
@@ -51,5 +62,6 @@ class RecordedEvent(msgspec.Struct, frozen=True):
     status: str | None
     occurred_at: datetime | None
     recorded_at: datetime
+    dedup_key: bytes
     payload: Payload
     meta: EventMeta

@@ -5,16 +5,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout, TooManyRequests
 
-from ledger.database import DatabaseUnavailable
-from ledger.store import Append, AppendResult, append
+from ledger.database import DatabaseUnavailable, first_line
+from ledger.store import Append, AppendResult, append, notify_readers
 
 log = logging.getLogger(__name__)
+
+
+#: The least time between two wake-up notifications from one process: a reader woken once
+#: keeps reading while there is more, so a burst needs one notification, not one per batch.
+NOTIFY_INTERVAL = 0.05
+
+#: Errors that say the database is stalled rather than broken: a statement or lock timeout.
+#: Whatever is queued behind a stalled batch would stall the same way, so it fails at once.
+_STALLED = (PoolTimeout, psycopg.errors.QueryCanceled, psycopg.errors.LockNotAvailable)
 
 
 class GroupCommitter:
@@ -23,6 +33,10 @@ class GroupCommitter:
     A fixed number of flushers take whatever is waiting, up to ``max_batch`` items, and write it
     in one transaction. An idle flusher takes a lone request at once, so a quiet service adds
     no latency; under load, requests pile up while the flushers commit and ride the next batch.
+
+    ``queue_timeout`` bounds how long a request may wait for a flusher: past it, a request not
+    yet sent is answered :class:`DatabaseUnavailable` (nothing was stored). A request already
+    sent waits for its statement, which the pool's ``statement_timeout`` bounds on the server.
     """
 
     def __init__(
@@ -31,16 +45,19 @@ class GroupCommitter:
         *,
         max_batch: int = 256,
         flushers: int = 2,
+        queue_timeout: float = 5.0,
         on_batch: Callable[[int], None] | None = None,
     ) -> None:
         self._pool = pool
         self._max_batch = max_batch
         self._flusher_count = flushers
+        self._queue_timeout = queue_timeout
         self._on_batch = on_batch
         self._waiting: list[tuple[Append, asyncio.Future[AppendResult]]] = []
         self._wakeup = asyncio.Event()
         self._flushers: list[asyncio.Task[None]] = []
         self._closing = False
+        self._notified_at = -NOTIFY_INTERVAL
 
     async def start(self) -> None:
         """Start the flushers (inside the running event loop)."""
@@ -64,9 +81,16 @@ class GroupCommitter:
         if self._closing:
             raise DatabaseUnavailable("the service is shutting down")
         future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
-        self._waiting.append((item, future))
+        entry = (item, future)
+        self._waiting.append(entry)
         self._wakeup.set()
-        return await future
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), self._queue_timeout)
+        except TimeoutError:
+            if entry in self._waiting:  # never sent: safe to refuse
+                self._waiting.remove(entry)
+                raise DatabaseUnavailable("no flusher was free within the queue timeout") from None
+            return await future  # in flight: its statement's own timeout decides
 
     async def _flush_forever(self) -> None:
         while True:
@@ -91,25 +115,43 @@ class GroupCommitter:
     async def _flush(self, batch: list[tuple[Append, asyncio.Future[AppendResult]]]) -> None:
         try:
             async with self._pool.connection() as conn:
-                results = await append(conn, [item for item, _ in batch])
+                try:
+                    results = await append(conn, [item for item, _ in batch])
+                except psycopg.errors.DeadlockDetected:
+                    # Chosen as the victim of a deadlock with a concurrent batch, which has
+                    # committed by now: the same append again finds its events stored.
+                    results = await append(conn, [item for item, _ in batch])
+                self._resolve(batch, results)
+                if any(result.outcome == "appended" for result in results):
+                    await self._notify(conn)
         except (psycopg.OperationalError, PoolTimeout, TooManyRequests) as error:
-            log.warning("append of %d events failed: %s", len(batch), error)
+            log.warning("append of %d events failed: %s", len(batch), first_line(error))
             failure = DatabaseUnavailable(str(error))
-            if isinstance(error, PoolTimeout):
-                # No connection came for a whole pool timeout. What queued up meanwhile would
-                # wait as long again only to fail the same way, past the 8 s Plivo waits for an
-                # answer: fail it now, so that every caller hears its 503 in time.
+            if isinstance(error, _STALLED):
+                # No connection came, or the statement hit its timeout. What queued up
+                # meanwhile would wait as long again only to fail the same way, past the 8 s
+                # Plivo waits for an answer: fail it now, so every caller hears its 503 in time.
                 batch = batch + self._take_waiting()
             for _, future in batch:
                 if not future.done():
                     future.set_exception(failure)
-            return
         except Exception as error:  # every caller must hear back, whatever went wrong
             log.exception("append of %d events failed unexpectedly", len(batch))
             for _, future in batch:
                 if not future.done():
                     future.set_exception(error)
+
+    async def _notify(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Wake tailing readers after a commit, at most once per :data:`NOTIFY_INTERVAL`."""
+        now = time.monotonic()
+        if now - self._notified_at < NOTIFY_INTERVAL:
             return
+        self._notified_at = now
+        await notify_readers(conn)
+
+    def _resolve(
+        self, batch: list[tuple[Append, asyncio.Future[AppendResult]]], results: list[AppendResult]
+    ) -> None:
         if self._on_batch is not None:
             self._on_batch(len(batch))
         for (_, future), result in zip(batch, results, strict=True):

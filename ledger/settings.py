@@ -41,6 +41,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     append_flushers: int = 2
     metrics_max_days: int = 366
     log_level: str = "INFO"
+    owner_database_url: str | None = None
+    plivo_retired_auth_tokens: tuple[str, ...] = ()
+    max_fields: int = 128
+    append_timeout: timedelta = timedelta(seconds=5)
+    client_timeout: timedelta = timedelta(seconds=30)
+    seal_block_events: int = 1024
+    seal_block_seconds: int = 1
+    seal_head_file: Path | None = None
+    seal_head_url: str | None = None
+    system_key: str | None = None
 
     @property
     def zone(self) -> ZoneInfo:
@@ -51,6 +61,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     def plivo_zone(self) -> ZoneInfo:
         """The zone Plivo's offset-less timestamps are read in."""
         return ZoneInfo(self.plivo_timezone)
+
+    @property
+    def plivo_main_auth_tokens(self) -> tuple[str, ...]:
+        """The main account's token, for the ``-Ma-`` signature headers (none if unset)."""
+        return (self.plivo_main_auth_token,) if self.plivo_main_auth_token else ()
 
     @property
     def callback_base_url(self) -> str:
@@ -161,6 +176,28 @@ _SOURCES: dict[str, tuple[str, Parser]] = {
         lambda n, v: _int(n, v, minimum=1, maximum=3660),
     ),
     "LEDGER_LOG_LEVEL": ("log_level", _log_level),
+    "LEDGER_OWNER_DATABASE_URL": (
+        "owner_database_url",
+        lambda n, v: _url(n, v, ("postgres", "postgresql"), "postgresql://owner:pw@host:5432/db"),
+    ),
+    "PLIVO_RETIRED_AUTH_TOKENS": ("plivo_retired_auth_tokens", lambda _, v: _csv(v)),
+    "LEDGER_MAX_FIELDS": ("max_fields", lambda n, v: _int(n, v, minimum=16, maximum=4096)),
+    "LEDGER_APPEND_TIMEOUT": ("append_timeout", _duration),
+    "LEDGER_CLIENT_TIMEOUT": ("client_timeout", _duration),
+    "LEDGER_SEAL_BLOCK_EVENTS": (
+        "seal_block_events",
+        lambda n, v: _int(n, v, minimum=1, maximum=1_000_000),
+    ),
+    "LEDGER_SEAL_BLOCK_SECONDS": (
+        "seal_block_seconds",
+        lambda n, v: _int(n, v, minimum=1, maximum=3600),
+    ),
+    "LEDGER_SEAL_HEAD_FILE": ("seal_head_file", lambda _, v: Path(v)),
+    "LEDGER_SEAL_HEAD_URL": (
+        "seal_head_url",
+        lambda n, v: _url(n, v, ("http", "https"), "https://witness.example.com/heads"),
+    ),
+    "LEDGER_SYSTEM_KEY": ("system_key", lambda _, v: v),
 }
 
 

@@ -1,8 +1,10 @@
 """Plivo request signatures: verify the V3 and V2 schemes, and produce them for tests and tools.
 
-The V3 signed string is built with the plivo SDK's own functions, so that this module and
-Plivo agree on every quirk of it (how the query string and the body are sorted and joined).
-The comparison is ours: the SDK compares with ``==``/``in``, which leaks timing.
+The V3 signed string is built here directly, with exactly the rules of the plivo SDK's
+``plivo.utils.signature_v3`` (tests check the two agree, on Plivo's published vectors and on
+generated payloads): the SDK re-parses the URL and formats every value on each call, which
+costs several times the HMAC itself. The comparison is constant-time: the SDK compares with
+``==``/``in``, which leaks timing.
 """
 
 from __future__ import annotations
@@ -12,16 +14,13 @@ import hashlib
 import hmac
 from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
-from urllib.parse import urlparse, urlunparse
+from urllib.parse import parse_qs, urlparse, urlunparse
 
 import msgspec
-from plivo.utils.signature_v3 import (
-    construct_get_url,
-    construct_post_url,
-    get_signature_v3,
-)
 
 Scheme = Literal["v3", "v3-ma", "v2", "v2-ma"]
+#: Nonces are pinned per family: a V3 nonce and a V2 nonce never collide.
+Family = Literal["v3", "v2"]
 
 
 class SignatureError(Exception):
@@ -36,10 +35,17 @@ class SignatureError(Exception):
 
 
 class SignatureCheck(msgspec.Struct, frozen=True):
-    """A signature that matched: which header it came in and the nonce it was made with."""
+    """A signature that matched: which header carried it, the nonce it was made with, and
+    every header of its family as received (what ``ledger verify`` re-checks later)."""
 
     scheme: Scheme
     nonce: str
+    headers: dict[str, str]
+
+    @property
+    def family(self) -> Family:
+        """``v3`` or ``v2``: the scheme family, within which a nonce signs one body."""
+        return "v3" if self.scheme.startswith("v3") else "v2"
 
 
 class _Family(msgspec.Struct, frozen=True):
@@ -50,6 +56,10 @@ class _Family(msgspec.Struct, frozen=True):
     nonce_header: str
     scheme: Scheme
     main_scheme: Scheme
+
+    @property
+    def names(self) -> tuple[str, str, str]:
+        return (self.header, self.main_header, self.nonce_header)
 
 
 _V3 = _Family(
@@ -66,6 +76,13 @@ _V2 = _Family(
     scheme="v2",
     main_scheme="v2-ma",
 )
+#: Every signature header, lower case (as ASGI servers deliver header names).
+SIGNATURE_HEADERS = frozenset(name.lower() for family in (_V3, _V2) for name in family.names)
+
+
+def has_signature_headers(headers: Mapping[str, str]) -> bool:
+    """Whether any Plivo signature header is present: the cheapest refusal, before parsing."""
+    return any(name in headers for name in SIGNATURE_HEADERS)
 
 
 def verify_signature(
@@ -75,35 +92,35 @@ def verify_signature(
     params: Sequence[tuple[str, str]],
     headers: Mapping[str, str],
     auth_tokens: Sequence[str],
-    main_auth_token: str | None,
+    main_auth_tokens: Sequence[str] = (),
 ) -> SignatureCheck:
     """Check the Plivo signature of a callback and say which header carried it.
 
-    ``url`` is the full URL as Plivo called it (public base URL + path + query string);
-    ``params`` are the decoded body parameters of a POST, or the query parameters of a GET.
-    ``-V3``/``-V2`` headers are checked against ``auth_tokens``, ``-Ma-`` headers against
-    ``main_auth_token``. Raises :class:`SignatureError` when no header matches.
+    ``url`` is the full URL as Plivo called it (public base URL + the raw path and query as
+    received); ``params`` are the decoded body parameters of a POST, or the query parameters
+    of a GET. ``-V3``/``-V2`` headers are checked against ``auth_tokens``, ``-Ma-`` headers
+    against ``main_auth_tokens``. Raises :class:`SignatureError` when no header matches.
     """
     lowered = {name.lower(): value for name, value in headers.items()}
     # Any V3 header (even a lone nonce) means Plivo signed with V3: letting a V2 signature
     # decide then would let an attacker strip V3 and fall back to the body-blind scheme.
-    if any(name.lower() in lowered for name in (_V3.header, _V3.main_header, _V3.nonce_header)):
-        v3_signed = _v3_string(method, url, params)
+    if any(name.lower() in lowered for name in _V3.names):
+        v3_signed = v3_signed_string(method, url, params)
         return _verify_family(
             _V3,
             lowered,
             lambda token, nonce: _v3_digest(v3_signed, nonce, token),
             auth_tokens,
-            main_auth_token,
+            main_auth_tokens,
         )
-    if any(name.lower() in lowered for name in (_V2.header, _V2.main_header, _V2.nonce_header)):
+    if any(name.lower() in lowered for name in _V2.names):
         v2_signed = _v2_string(url)
         return _verify_family(
             _V2,
             lowered,
             lambda token, nonce: _v2_digest(v2_signed, nonce, token),
             auth_tokens,
-            main_auth_token,
+            main_auth_tokens,
         )
     raise SignatureError(
         f"missing {_V3.header} or {_V2.header} header: this endpoint only accepts "
@@ -115,7 +132,7 @@ def sign_v3(
     *, method: str, url: str, params: Sequence[tuple[str, str]], nonce: str, auth_token: str
 ) -> str:
     """The ``X-Plivo-Signature-V3`` value Plivo would send for this request and nonce."""
-    return _v3_digest(_v3_string(method, url, params), nonce, auth_token).decode("ascii")
+    return _v3_digest(v3_signed_string(method, url, params), nonce, auth_token).decode("ascii")
 
 
 def sign_v2(*, url: str, nonce: str, auth_token: str) -> str:
@@ -126,11 +143,50 @@ def sign_v2(*, url: str, nonce: str, auth_token: str) -> str:
 def body_digest(params: Sequence[tuple[str, str]]) -> bytes:
     """A SHA-256 digest of ``params`` that ignores their order but nothing else.
 
-    V2 signatures do not cover the body: remembering this digest with an accepted nonce lets
-    a replay of that nonce with a different body be told apart from a plain retry.
+    A nonce is pinned to this digest: a V2 signature does not cover the body, and a V3 one
+    cannot tell ``ErrorCode=From1…`` from ``ErrorCode=&From=1…``. JSON arrays of pairs keep
+    keys and values apart, whatever characters they contain.
     """
-    # JSON arrays of pairs keep keys and values apart, whatever characters they contain.
     return hashlib.sha256(msgspec.json.encode(sorted(params))).digest()
+
+
+def v3_signed_string(method: str, url: str, params: Sequence[tuple[str, str]]) -> str:
+    """The string a V3 signature is the HMAC of (before ``.nonce``), as the plivo SDK builds it.
+
+    GET: ``scheme://netloc/path`` + ``?`` + the URL's and the parameters' pairs merged and
+    sorted as ``k=v&…``. POST: the URL's own sorted query after ``?`` (then ``.`` if there
+    are parameters too), then every parameter as ``keyvalue``, keys sorted and each key's
+    values sorted, nothing between them. Raises :class:`SignatureError` for a method Plivo
+    does not sign or a URL holding raw non-ASCII characters (the SDK cannot parse those).
+    """
+    verb = method.upper()
+    if verb not in {"GET", "POST"}:
+        raise SignatureError(f"Plivo signs only GET and POST callbacks, not {method}")
+    if not url.isascii():
+        raise SignatureError(
+            "the request URL holds raw non-ASCII characters: Plivo percent-encodes the URLs it "
+            "calls, so this request cannot carry a valid signature"
+        )
+    parts = urlparse(url)
+    base = urlunparse((parts.scheme, parts.netloc, parts.path, "", "", ""))
+    query = parse_qs(parts.query, keep_blank_values=True)
+    grouped: dict[str, list[str]] = {}
+    for key, value in params:
+        grouped.setdefault(key, []).append(value)
+    if verb == "GET":
+        # The SDK merges the URL's query into the parameters key by key, the URL winning (the
+        # parameters of a GET are that same query, so the two agree).
+        sorted_query = _sorted_query(grouped | query)
+        return f"{base}?{sorted_query}" if sorted_query else base
+    sorted_query = _sorted_query(query)
+    if not grouped:
+        return f"{base}?{sorted_query}" if sorted_query else base
+    body = "".join(f"{key}{value}" for key in sorted(grouped) for value in sorted(grouped[key]))
+    return f"{base}?{sorted_query}.{body}" if sorted_query else f"{base}?{body}"
+
+
+def _sorted_query(query: Mapping[str, list[str]]) -> str:
+    return "&".join(f"{key}={value}" for key in sorted(query) for value in sorted(query[key]))
 
 
 def _verify_family(
@@ -138,11 +194,11 @@ def _verify_family(
     lowered: Mapping[str, str],
     digest: Callable[[str, str], bytes],
     auth_tokens: Sequence[str],
-    main_auth_token: str | None,
+    main_auth_tokens: Sequence[str],
 ) -> SignatureCheck:
     candidates = [
         (family.header, family.scheme, tuple(auth_tokens)),
-        (family.main_header, family.main_scheme, (main_auth_token,) if main_auth_token else ()),
+        (family.main_header, family.main_scheme, tuple(main_auth_tokens)),
     ]
     received = [
         (header, scheme, tokens, lowered[header.lower()])
@@ -164,7 +220,10 @@ def _verify_family(
         for token in tokens:
             expected = digest(token, nonce)
             if any(hmac.compare_digest(expected, signature) for signature in offered):
-                return SignatureCheck(scheme=scheme, nonce=nonce)
+                material = {
+                    name: lowered[name.lower()] for name in family.names if name.lower() in lowered
+                }
+                return SignatureCheck(scheme=scheme, nonce=nonce, headers=material)
     names = " or ".join(header for header, _scheme, _tokens, _value in received)
     raise SignatureError(
         f"{names} does not match this request: it must be made with a configured auth token "
@@ -172,33 +231,9 @@ def _verify_family(
     )
 
 
-def _v3_string(method: str, url: str, params: Sequence[tuple[str, str]]) -> str:
-    # The SDK takes repeated keys as a list and sorts a list's values; a one-element list
-    # signs exactly like a plain string, so every key can be given as a list.
-    grouped: dict[str, list[str]] = {}
-    for key, value in params:
-        grouped.setdefault(key, []).append(value)
-    verb = method.upper()
-    if verb not in {"GET", "POST"}:
-        raise SignatureError(f"Plivo signs only GET and POST callbacks, not {method}")
-    try:
-        if verb == "GET":
-            signed = construct_get_url(url, grouped)
-        else:
-            signed = construct_post_url(url, grouped)
-    except UnicodeError:
-        # The SDK parses the URL as ASCII bytes. Raw non-ASCII in the request target (Plivo
-        # percent-encodes) is not a URL Plivo called, so no signature can be valid for it.
-        raise SignatureError(
-            "the request URL holds raw non-ASCII characters: Plivo percent-encodes the URLs it "
-            "calls, so this request cannot carry a valid signature"
-        ) from None
-    return bytes(signed).decode("utf-8")
-
-
 def _v3_digest(signed: str, nonce: str, auth_token: str) -> bytes:
-    # get_signature_v3 reads bytes as Latin-1, which garbles non-ASCII values: hand it text.
-    return bytes(get_signature_v3(auth_token.encode("utf-8"), signed, nonce))
+    mac = hmac.new(auth_token.encode(), f"{signed}.{nonce}".encode(), hashlib.sha256)
+    return base64.b64encode(mac.digest())
 
 
 def _v2_string(url: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 
@@ -13,18 +14,18 @@ from psycopg.rows import class_row
 from ledger.database import EVENTS_CHANNEL
 from ledger.events import EventMeta, NewEvent, Payload, RecordedEvent
 
-_encode = msgspec.json.encode
-
 
 class NonceGuard(msgspec.Struct, frozen=True):
-    """A V2 nonce and the digest of the body it signed: a nonce may never sign two bodies."""
+    """A signature nonce and the digest of the body it signed: a nonce may never sign two
+    bodies. ``scheme`` is the family (``v3`` or ``v2``): each family's nonces are separate."""
 
+    scheme: Literal["v3", "v2"]
     nonce: str
     body_digest: bytes
 
 
 class Append(msgspec.Struct, frozen=True):
-    """One event to append, with the V2 nonce it must not reuse (if any)."""
+    """One event to append, with the nonce it must not reuse for another body (if signed)."""
 
     event: NewEvent
     nonce_guard: NonceGuard | None = None
@@ -44,100 +45,187 @@ class Checkpoint(msgspec.Struct, frozen=True, order=True):
     position: int = 0
 
 
-_INSERT = """
--- Binary parameters: the text array format would escape every quote of every payload.
-INSERT INTO events (message_uuid, event_type, status, occurred_at, dedup_key, payload, meta)
-SELECT m, t, s, o, d, p::jsonb, x::jsonb
-FROM unnest(%b::uuid[], %b::text[], %b::text[], %b::timestamptz[], %b::bytea[],
-            %b::text[], %b::text[]) AS incoming(m, t, s, o, d, p, x)
-ON CONFLICT (dedup_key) DO NOTHING
-RETURNING dedup_key, position
+class _Incoming(msgspec.Struct, frozen=True):
+    """One row of the append's JSON parameter (bytes travel as base64)."""
+
+    i: int
+    message_uuid: UUID
+    event_type: str
+    status: str | None
+    occurred_at: datetime | None
+    dedup_key: bytes
+    payload: Payload
+    meta: EventMeta
+    scheme: str | None
+    nonce: str | None
+    body_digest: bytes | None
+
+
+_encode_batch = msgspec.json.Encoder().encode
+
+# One statement, one round trip: the batch travels as a single JSON parameter. Every nonce
+# is pinned before any event is inserted (ARRAY(SELECT … FROM pinned) is an InitPlan: it
+# reads the whole CTE, so all nonce inserts run first), in key order, so that concurrent
+# batches never wait on each other's nonces in a cycle. Events keep the batch's order (it is
+# their ledger order); two batches holding the same two new events in opposite orders can
+# still deadlock, which PostgreSQL resolves by failing one, and the committer retries it.
+# An event goes in only if it has no nonce or its nonce was pinned, now, to its own body.
+# The final SELECT answers duplicates committed before this statement began from the same
+# snapshot; what it cannot answer (a concurrent transaction committed meanwhile) is looked up
+# after it, by _SETTLE, whose own snapshot sees those.
+_APPEND = """
+WITH incoming AS (
+    SELECT * FROM jsonb_to_recordset(%s::jsonb) AS i(
+        i integer, message_uuid uuid, event_type text, status text, occurred_at timestamptz,
+        dedup_key text, payload jsonb, meta jsonb, scheme text, nonce text, body_digest text)
+),
+pinned AS (
+    INSERT INTO callback_nonces (scheme, nonce, body_digest)
+    SELECT scheme, nonce, decode(body_digest, 'base64') FROM incoming
+    WHERE nonce IS NOT NULL
+    ORDER BY scheme, nonce, i
+    ON CONFLICT DO NOTHING
+    RETURNING scheme || E'\\n' || nonce || E'\\n' || encode(body_digest, 'base64') AS key
+),
+inserted AS (
+    INSERT INTO events (message_uuid, event_type, status, occurred_at, dedup_key, payload, meta)
+    SELECT message_uuid, event_type, status, occurred_at, decode(dedup_key, 'base64'),
+           payload, meta
+    FROM incoming
+    WHERE nonce IS NULL
+       OR scheme || E'\\n' || nonce || E'\\n' || body_digest
+          = ANY (ARRAY(SELECT key FROM pinned))
+    ORDER BY i
+    ON CONFLICT DO NOTHING
+    RETURNING dedup_key, position
+)
+SELECT i.i, inserted.position, stored.position,
+       nonces.body_digest = decode(i.body_digest, 'base64')
+FROM incoming AS i
+LEFT JOIN inserted ON inserted.dedup_key = decode(i.dedup_key, 'base64')
+LEFT JOIN events AS stored
+       ON inserted.position IS NULL AND stored.dedup_key = decode(i.dedup_key, 'base64')
+LEFT JOIN callback_nonces AS nonces
+       ON inserted.position IS NULL AND (nonces.scheme, nonces.nonce) = (i.scheme, i.nonce)
+ORDER BY i.i
 """
 
-_REMEMBER_NONCES = """
-WITH incoming(nonce, body_digest) AS (SELECT * FROM unnest(%s::text[], %s::bytea[])),
-remembered AS (
-    INSERT INTO v2_nonces (nonce, body_digest) SELECT nonce, body_digest FROM incoming
-    ON CONFLICT (nonce) DO NOTHING
-)
-SELECT incoming.nonce FROM incoming JOIN v2_nonces USING (nonce)
-WHERE v2_nonces.body_digest <> incoming.body_digest
+_SETTLE = """
+SELECT i.i,
+       (SELECT position FROM events WHERE dedup_key = i.dedup_key),
+       (SELECT body_digest = i.body_digest FROM callback_nonces
+        WHERE (scheme, nonce) = (i.scheme, i.nonce))
+FROM unnest(%s::integer[], %s::bytea[], %s::text[], %s::text[], %s::bytea[])
+     AS i(i, dedup_key, scheme, nonce, body_digest)
 """
+
+
+class _Answer(msgspec.Struct, frozen=True):
+    """What the database said about one append: its new position, a stored event with the
+    same dedup key, and whether the nonce's pinned body is this body (None: unknown)."""
+
+    position: int | None
+    stored: int | None
+    same_body: bool | None
 
 
 async def append(conn: psycopg.AsyncConnection[Any], batch: Sequence[Append]) -> list[AppendResult]:
-    """Append a batch in one short transaction; results are in the order of ``batch``.
+    """Append a batch in one statement (one round trip); results are in the order of ``batch``.
 
-    The transaction holds the inserts and one NOTIFY and nothing else, because every open
-    transaction that holds an xid holds back the projectors' fence. Positions of duplicates
-    are looked up after the commit.
+    ``conn`` must be in autocommit mode: the statement is its own transaction, holding the
+    inserts and nothing else, because every open transaction that holds an xid holds back the
+    projectors' fence. A nonce already pinned to another body refuses its event
+    (``nonce_reused``); the same nonce with the same body is a retry (``duplicate``).
     """
-    reused = set()
-    async with conn.transaction():
-        # Nonces are locked in a fixed order so that two concurrent batches sharing nonces
-        # cannot deadlock. Events keep their batch order: it is their ledger order.
-        guarded = sorted(
-            (item.nonce_guard for item in batch if item.nonce_guard is not None),
-            key=lambda guard: guard.nonce,
+    if not batch:
+        return []
+    rows = [
+        _Incoming(
+            i=index,
+            message_uuid=item.event.message_uuid,
+            event_type=item.event.event_type,
+            status=item.event.status,
+            occurred_at=item.event.occurred_at,
+            dedup_key=item.event.dedup_key,
+            payload=item.event.payload,
+            meta=item.event.meta,
+            scheme=item.nonce_guard.scheme if item.nonce_guard else None,
+            nonce=item.nonce_guard.nonce if item.nonce_guard else None,
+            body_digest=item.nonce_guard.body_digest if item.nonce_guard else None,
         )
-        if guarded:
-            cursor = await conn.execute(
-                _REMEMBER_NONCES,
-                ([g.nonce for g in guarded], [g.body_digest for g in guarded]),
-            )
-            reused = {row[0] for row in await cursor.fetchall()}
-        accepted = [
-            item.event
-            for item in batch
-            if item.nonce_guard is None or item.nonce_guard.nonce not in reused
-        ]
-        inserted: dict[bytes, int] = {}
-        if accepted:
-            cursor = await conn.execute(
-                _INSERT,
-                (
-                    [e.message_uuid for e in accepted],
-                    [e.event_type for e in accepted],
-                    [e.status for e in accepted],
-                    [e.occurred_at for e in accepted],
-                    [e.dedup_key for e in accepted],
-                    [_encode(e.payload).decode() for e in accepted],
-                    [_encode(e.meta).decode() for e in accepted],
-                ),
-            )
-            inserted = {bytes(key): position for key, position in await cursor.fetchall()}
-        if inserted:
-            await conn.execute("SELECT pg_notify(%s, '')", (EVENTS_CHANNEL,))
+        for index, item in enumerate(batch)
+    ]
+    cursor = await conn.execute(_APPEND, (_encode_batch(rows).decode(),))
+    answers = [_Answer(*row[1:]) for row in await cursor.fetchall()]
+    unsettled = [
+        index
+        for index, (item, answer) in enumerate(zip(batch, answers, strict=True))
+        if answer.position is None
+        and (answer.stored is None or (item.nonce_guard is not None and answer.same_body is None))
+    ]
+    if unsettled:
+        answers = await _settle(conn, batch, answers, unsettled)
+    return _results(batch, answers)
 
-    missing = [e.dedup_key for e in accepted if e.dedup_key not in inserted]
-    existing = await positions_of(conn, missing) if missing else {}
+
+async def _settle(
+    conn: psycopg.AsyncConnection[Any],
+    batch: Sequence[Append],
+    answers: Sequence[_Answer],
+    unsettled: Sequence[int],
+) -> list[_Answer]:
+    """Answer what the append's own snapshot could not: rows a concurrent transaction
+    committed while the append waited for it."""
+    guards = [batch[index].nonce_guard for index in unsettled]
+    cursor = await conn.execute(
+        _SETTLE,
+        (
+            list(unsettled),
+            [batch[index].event.dedup_key for index in unsettled],
+            [guard.scheme if guard else None for guard in guards],
+            [guard.nonce if guard else None for guard in guards],
+            [guard.body_digest if guard else None for guard in guards],
+        ),
+    )
+    settled = list(answers)
+    for index, stored, same_body in await cursor.fetchall():
+        settled[index] = _Answer(None, stored, same_body)
+    return settled
+
+
+def _results(batch: Sequence[Append], answers: Sequence[_Answer]) -> list[AppendResult]:
     results = []
-    claimed: set[bytes] = set()
-    for item in batch:
-        key = item.event.dedup_key
-        if item.nonce_guard is not None and item.nonce_guard.nonce in reused:
+    claimed: set[int] = set()
+    for item, answer in zip(batch, answers, strict=True):
+        if answer.position is not None:
+            # The same event twice in one batch: the first is appended, the second a retry.
+            outcome: Literal["appended", "duplicate"] = (
+                "duplicate" if answer.position in claimed else "appended"
+            )
+            claimed.add(answer.position)
+            results.append(AppendResult(outcome, answer.position))
+        elif item.nonce_guard is not None and answer.same_body is False:
             results.append(AppendResult("nonce_reused", None))
-        elif key in inserted and key not in claimed:
-            claimed.add(key)
-            results.append(AppendResult("appended", inserted[key]))
+        elif answer.stored is not None:
+            results.append(AppendResult("duplicate", answer.stored))
         else:
-            results.append(AppendResult("duplicate", inserted.get(key, existing.get(key))))
+            # A nonce pinned to this very body commits with its event (or with the stored
+            # event that event duplicated), and a dedup conflict is with a committed event.
+            raise RuntimeError(
+                f"append: no stored event for dedup key {item.event.dedup_key.hex()}"
+            )
     return results
 
 
-async def positions_of(
-    conn: psycopg.AsyncConnection[Any], keys: Sequence[bytes]
-) -> dict[bytes, int]:
-    """The positions of already stored events, by dedup key."""
-    cursor = await conn.execute(
-        "SELECT dedup_key, position FROM events WHERE dedup_key = ANY(%s::bytea[])", (list(keys),)
-    )
-    return {bytes(key): position for key, position in await cursor.fetchall()}
+async def notify_readers(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Wake the ledger's tailing readers. Never inside an append: a transaction that has
+    notified takes a database-wide lock at commit, which would serialise every append."""
+    await conn.execute("SELECT pg_notify(%s, '')", (EVENTS_CHANNEL,))
 
 
 _COLUMNS = (
     "position, transaction_id::text::bigint AS transaction_id, message_uuid, event_type, status,"
-    " occurred_at, recorded_at, payload, meta"
+    " occurred_at, recorded_at, dedup_key, payload, meta"
 )
 
 
@@ -149,6 +237,7 @@ class _Row(msgspec.Struct):
     status: str | None
     occurred_at: Any
     recorded_at: Any
+    dedup_key: bytes
     payload: Payload
     meta: Any
 
@@ -162,6 +251,7 @@ def _recorded(row: _Row) -> RecordedEvent:
         status=row.status,
         occurred_at=row.occurred_at,
         recorded_at=row.recorded_at,
+        dedup_key=bytes(row.dedup_key),
         payload=row.payload,
         meta=msgspec.convert(row.meta, EventMeta),
     )

@@ -20,9 +20,10 @@ from psycopg import sql
 
 from ledger.database import connect
 from ledger.events import STATUS_REPORTED, EventMeta, NewEvent, RecordedEvent
-from ledger.store import Append, Checkpoint, append, head
+from ledger.store import Append, Checkpoint, append, head, notify_readers
+from projections.locks import Lock, lock_key
 from projections.progress import dead_letters, has_applied, projector_lag
-from projections.runner import Batch, CatchUpRunner, Lock, lock_key, stored_checkpoint
+from projections.runner import Batch, CatchUpRunner, stored_checkpoint
 
 Conn = psycopg.AsyncConnection[Any]
 
@@ -165,6 +166,7 @@ async def ingest(
     results = await append(
         conn, [new_event(uuids[n % messages], poison=n == poison_at) for n in range(count)]
     )
+    await notify_readers(conn)  # as the group committer does after each commit
     return [r.position for r in results if r.position is not None]
 
 

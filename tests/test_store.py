@@ -66,8 +66,12 @@ async def test_a_v2_nonce_reused_for_another_body_is_refused(
     conn: psycopg.AsyncConnection[Any],
 ) -> None:
     message = uuid4()
-    [first] = await append(conn, [Append(event(message, "queued", 1), NonceGuard("n", b"body-1"))])
-    [replay] = await append(conn, [Append(event(message, "failed", 9), NonceGuard("n", b"body-2"))])
+    [first] = await append(
+        conn, [Append(event(message, "queued", 1), NonceGuard("v2", "n", b"body-1"))]
+    )
+    [replay] = await append(
+        conn, [Append(event(message, "failed", 9), NonceGuard("v2", "n", b"body-2"))]
+    )
     assert (first.outcome, replay.outcome) == ("appended", "nonce_reused")
     assert [e.status for e in await read_stream(conn, message)] == ["queued"]
 
@@ -75,7 +79,7 @@ async def test_a_v2_nonce_reused_for_another_body_is_refused(
 async def test_a_v2_nonce_retried_with_the_same_body_is_a_duplicate(
     conn: psycopg.AsyncConnection[Any],
 ) -> None:
-    same = Append(event(uuid4(), "queued", 1), NonceGuard("n", b"body"))
+    same = Append(event(uuid4(), "queued", 1), NonceGuard("v2", "n", b"body"))
     await append(conn, [same])
     [retry] = await append(conn, [same])
     assert retry.outcome == "duplicate"

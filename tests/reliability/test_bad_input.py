@@ -197,14 +197,24 @@ def bad_requests() -> list[Bad]:
             "10 MB body, chunked",
             413,
             lambda: b"a" * TEN_MB,
+            [("content-type", FORM), *good_signed.items()],
+            oversized=True,
+            chunked=True,
+        ),
+        # Unsigned: refused before a byte of the body is read.
+        Bad(
+            "10 MB body, chunked, unsigned",
+            403,
+            lambda: b"a" * TEN_MB,
             [("content-type", FORM)],
             oversized=True,
             chunked=True,
         ),
         Bad("50,000 fields, unsigned", 403, lambda: fifty_thousand_body, [("content-type", FORM)]),
+        # More fields than LEDGER_MAX_FIELDS: refused before decoding or signature work.
         Bad(
             "50,000 fields, forged signature",
-            403,
+            400,
             lambda: fifty_thousand_body,
             [("content-type", FORM), *v3(fifty_thousand, token="not-the-token").items()],
         ),

@@ -290,7 +290,7 @@ def test_the_signature_check_raises_only_signature_errors(
             params=params,
             headers=headers,
             auth_tokens=tokens,
-            main_auth_token=main_token,
+            main_auth_tokens=(main_token,) if main_token else (),
         )
     except SignatureError:
         return
