@@ -13,9 +13,11 @@ from psycopg_pool import AsyncConnectionPool
 
 from ledger.database import create_pool
 from ledger.settings import Settings
+from ledger.system_events import system_key
 from projections.registry import build_projectors
 from projections.runner import CatchUpRunner
 from projections.scheduler import ScheduledJobs
+from projections.sealer import HeadPublisher, Sealer
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +33,22 @@ async def background_work(
     """
     projectors = build_projectors(settings)
     runner = CatchUpRunner(database_url, projectors)
-    jobs = ScheduledJobs(pool, projectors, expire_after=settings.expire_after)
+    jobs = ScheduledJobs(
+        pool, projectors, expire_after=settings.expire_after, system_key=system_key(settings)
+    )
+    sealer = Sealer(
+        database_url,
+        block_events=settings.seal_block_events,
+        block_seconds=settings.seal_block_seconds,
+        publisher=HeadPublisher(file=settings.seal_head_file, url=settings.seal_head_url),
+    )
     await runner.start()
     await jobs.start()
+    await sealer.start()
     try:
         yield runner
     finally:
+        await sealer.stop()
         await jobs.stop()
         await runner.stop()
 

@@ -17,7 +17,8 @@ from api.auth import require_token
 from api.problems import Problem
 from api.services import Services, services
 from ledger.events import RecordedEvent
-from ledger.store import read_stream
+from ledger.seals import InclusionProof, inclusion_proofs
+from ledger.store import Checkpoint, read_stream
 from projections.progress import has_applied
 from projections.queries import InvalidCursor, get_message_status, search_messages
 from projections.status import MessageStatusProjector
@@ -30,12 +31,19 @@ MAX_WAIT_SECONDS = 5.0
 _WAIT_POLL_SECONDS = 0.02
 
 
+class AuditedEvent(RecordedEvent, frozen=True, kw_only=True):
+    """An event exactly as stored, with the proof that it is in the sealed history (None
+    until the sealer has sealed it)."""
+
+    seal: InclusionProof | None = None
+
+
 class MessageEvents(msgspec.Struct, frozen=True):
-    """A message's lifecycle: every event in ledger order, as stored."""
+    """A message's lifecycle: every event in ledger order, as stored, with its seal proof."""
 
     message_uuid: UUID
     event_count: int
-    events: list[RecordedEvent]
+    events: list[AuditedEvent]
 
 
 def parse_message_uuid(value: str) -> UUID:
@@ -141,7 +149,9 @@ class MessageController(Controller):
         "/{message_uuid:str}/events",
         summary="The audit trail of one message",
         description="Every event of the message in ledger order, with the payload exactly as "
-        "received and how it was authenticated.",
+        "received, how it was authenticated (with the signature material to re-check it), and "
+        "for each sealed event its inclusion proof: block, leaf index, Merkle audit path, block "
+        "root and chain hash (see the README's Proof format).",
     )
     async def events(
         self, message_uuid: FromPath[str], svc: NamedDependency[Services]
@@ -150,6 +160,13 @@ class MessageController(Controller):
         uuid = parse_message_uuid(message_uuid)
         async with svc.pool.connection() as conn:
             events = await read_stream(conn, uuid)
+            proofs = await inclusion_proofs(
+                conn, [Checkpoint(e.transaction_id, e.position) for e in events]
+            )
         if not events:
             raise Problem(404, f"The ledger has no events for message {uuid}.")
-        return MessageEvents(uuid, len(events), events)
+        audited = [
+            AuditedEvent(**msgspec.structs.asdict(event), seal=proof)
+            for event, proof in zip(events, proofs, strict=True)
+        ]
+        return MessageEvents(uuid, len(audited), audited)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import hmac
-import os
-import secrets
 from collections.abc import Sequence
 from pathlib import Path
 
+from ledger.local_secrets import generated_secret
 from ledger.settings import Settings
 
 TOKEN_FILE = "api-token"  # noqa: S105 - a file name, not a secret
@@ -26,18 +25,8 @@ def ensure_api_tokens(settings: Settings) -> tuple[tuple[str, ...], bool]:
     """
     if settings.api_tokens:
         return settings.api_tokens, False
-    path = token_path(settings)
-    if path.is_file():
-        return (path.read_text("utf-8").strip(),), False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    token = secrets.token_urlsafe(32)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process generated it first: use theirs
-        return (path.read_text("utf-8").strip(),), False
-    with os.fdopen(fd, "w", encoding="utf-8") as file:
-        file.write(token + "\n")
-    return (token,), True
+    token, created = generated_secret(token_path(settings))
+    return (token,), created
 
 
 def token_matches(presented: str, accepted: Sequence[str]) -> bool:

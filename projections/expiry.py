@@ -20,6 +20,7 @@ import psycopg
 
 from ledger.events import MESSAGE_EXPIRED, EventMeta, NewEvent
 from ledger.store import Append, append
+from ledger.system_events import signed
 from projections.fold import STATUS_RANKS
 
 log = logging.getLogger(__name__)
@@ -61,10 +62,11 @@ def expired_event(
     last_event_at: datetime,
     now: datetime,
     expire_after: timedelta,
+    system_key: bytes,
 ) -> NewEvent:
-    """The ``message.expired`` system event for one message."""
+    """The ``message.expired`` system event for one message, signed with ``system_key``."""
     waited = format_duration(expire_after)
-    return NewEvent(
+    event = NewEvent(
         message_uuid=message_uuid,
         event_type=MESSAGE_EXPIRED,
         status="expired",
@@ -80,12 +82,14 @@ def expired_event(
             source="system", signature="system", reason=f"no final status within {waited}"
         ),
     )
+    return signed(event, system_key)
 
 
 async def expire_stale(
     conn: psycopg.AsyncConnection[Any],
     *,
     expire_after: timedelta,
+    system_key: bytes,
     now: datetime | None = None,
     limit: int = 5000,
     batch_size: int = 500,
@@ -108,6 +112,7 @@ async def expire_stale(
                     last_event_at=last_event_at,
                     now=now,
                     expire_after=expire_after,
+                    system_key=system_key,
                 )
             )
             for message_uuid, status, last_event_at in candidates[start : start + batch_size]

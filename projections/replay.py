@@ -40,15 +40,13 @@ from psycopg import sql
 
 from ledger.store import Checkpoint
 from projections.base import Projector
+from projections.locks import Lock, lock_key, try_advisory_lock
 from projections.runner import (
     DeadLetter,
-    Lock,
     catch_up,
     lock_checkpoint,
-    lock_key,
     record_dead_letters,
     save_checkpoint,
-    try_advisory_lock,
 )
 
 log = logging.getLogger(__name__)

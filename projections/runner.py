@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
-import hashlib
 import logging
 import random
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 import msgspec
 import psycopg
@@ -31,6 +29,7 @@ from ledger.database import EVENTS_CHANNEL, connect, with_options
 from ledger.events import RecordedEvent
 from ledger.store import Checkpoint, read_after
 from projections.base import Projector
+from projections.locks import Lock, try_advisory_lock
 
 log = logging.getLogger(__name__)
 
@@ -55,44 +54,6 @@ _NOT_THE_EVENTS_FAULT = (
     psycopg.ProgrammingError,
     psycopg.InternalError,
 )
-
-
-class Lock(enum.IntEnum):
-    """Namespaces (first key) of the two-key advisory locks; the second key is a name's hash.
-
-    The migration lock uses the one-bigint form, a separate key space.
-    """
-
-    RUNNER = 0x1ED60001
-    REPLAY = 0x1ED60002
-    JOB = 0x1ED60003
-
-
-def lock_key(name: str) -> int:
-    """A stable signed 32-bit key for ``name`` (the second key of a two-key advisory lock)."""
-    digest = hashlib.blake2b(name.encode(), digest_size=4).digest()
-    return int.from_bytes(digest, "big", signed=True)
-
-
-async def try_advisory_lock(
-    conn: psycopg.AsyncConnection[Any],
-    namespace: Lock,
-    name: str,
-    *,
-    scope: Literal["session", "transaction"] = "session",
-) -> bool:
-    """Take the advisory lock ``(namespace, name)`` without waiting; True if taken.
-
-    A session lock lasts until unlocked or until the connection ends (so a dead process
-    releases it); a transaction lock until the transaction ends.
-    """
-    function = "pg_try_advisory_lock" if scope == "session" else "pg_try_advisory_xact_lock"
-    cursor = await conn.execute(
-        sql.SQL("SELECT {}(%s, %s)").format(sql.Identifier(function)),
-        (int(namespace), lock_key(name)),
-    )
-    row = await cursor.fetchone()
-    return bool(row and row[0])
 
 
 class DeadLetter(msgspec.Struct, frozen=True):

@@ -23,13 +23,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from projections.base import Projector
 from projections.expiry import expire_stale
-from projections.runner import (
-    DEFAULT_BATCH_SIZE,
-    Lock,
-    VersionMismatch,
-    catch_up_unclaimed,
-    try_advisory_lock,
-)
+from projections.locks import Lock, try_advisory_lock
+from projections.runner import DEFAULT_BATCH_SIZE, VersionMismatch, catch_up_unclaimed
 
 log = logging.getLogger(__name__)
 
@@ -46,17 +41,20 @@ class ScheduledJobs:
         projectors: Sequence[Projector],
         *,
         expire_after: timedelta,
+        system_key: bytes,
         expire_every: timedelta = timedelta(minutes=5),
         expire_limit: int = 5000,
         catch_up_every: timedelta = timedelta(seconds=30),
         catch_up_batches: int = 10,
         batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> None:
-        """``expire_after`` is ``Settings.expire_after``; ``expire_limit`` bounds one sweep and
+        """``expire_after`` is ``Settings.expire_after`` and ``system_key`` signs the expiry
+        events (:mod:`ledger.system_events`); ``expire_limit`` bounds one sweep and
         ``catch_up_batches`` one tick, so that no run can grow without bound."""
         self._pool = pool
         self._projectors = tuple(projectors)
         self._expire_after = expire_after
+        self._system_key = system_key
         self._expire_every = expire_every
         self._expire_limit = expire_limit
         self._catch_up_every = catch_up_every
@@ -142,7 +140,12 @@ class ScheduledJobs:
             if not await self.claim(EXPIRE_JOB, self._expire_every):
                 return False
             async with self._pool.connection() as conn:
-                await expire_stale(conn, expire_after=self._expire_after, limit=self._expire_limit)
+                await expire_stale(
+                    conn,
+                    expire_after=self._expire_after,
+                    system_key=self._system_key,
+                    limit=self._expire_limit,
+                )
             return True
 
     async def catch_up(self) -> bool:

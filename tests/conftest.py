@@ -11,8 +11,10 @@ import asyncio
 import contextlib
 import itertools
 import os
+import random
 import tempfile
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -24,6 +26,7 @@ from litestar.testing import AsyncTestClient
 from psycopg_pool import AsyncConnectionPool
 
 from api.app import create_app
+from api.simulate import lifecycle, sign
 from ledger.database import connect, create_pool, embedded_server
 from ledger.migrate import migrate
 from ledger.settings import Settings
@@ -120,6 +123,7 @@ async def conn(database_url: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]
 
 PLIVO_TOKEN = "test-plivo-auth-token"
 API_TOKEN = "test-read-api-token"
+SYSTEM_KEY = b"test-system-key"
 PUBLIC_URL = "https://ledger.example.com"
 CALLBACK_URL = f"{PUBLIC_URL}/plivo/status"
 
@@ -133,6 +137,7 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         public_url=PUBLIC_URL,
         plivo_auth_tokens=(PLIVO_TOKEN,),
         api_tokens=(API_TOKEN,),
+        system_key=SYSTEM_KEY.decode(),
     )
 
 
@@ -142,6 +147,34 @@ async def client(settings: Settings) -> AsyncIterator[AsyncTestClient[Litestar]]
     assert settings.database_url is not None
     async with AsyncTestClient(create_app(settings, settings.database_url)) as test_client:
         yield test_client
+
+
+@pytest.fixture
+async def ingest(settings: Settings) -> AsyncIterator[AsyncTestClient[Litestar]]:
+    """The real app without its background work (no projectors, sealer or jobs), so that a
+    test projects and seals exactly when it chooses."""
+    assert settings.database_url is not None
+    app = create_app(settings, settings.database_url, run_projectors=False)
+    async with AsyncTestClient(app) as test_client:
+        yield test_client
+
+
+async def post_lifecycles(
+    client: AsyncTestClient[Litestar], messages: int = 3, *, seed: int = 7
+) -> list[str]:
+    """Post every signed callback of ``messages`` simulated lifecycles; their message UUIDs."""
+    rng = random.Random(seed)
+    start = datetime(2026, 11, 23, 9, tzinfo=UTC)
+    uuids = []
+    for _ in range(messages):
+        for params in lifecycle(rng, start):
+            signed = sign(params, url=CALLBACK_URL, auth_token=PLIVO_TOKEN)
+            response = await client.post(
+                "/plivo/status", content=signed.body, headers=signed.headers
+            )
+            assert response.status_code == 200, response.text
+        uuids.append(signed.message_uuid)
+    return uuids
 
 
 @pytest.fixture

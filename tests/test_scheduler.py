@@ -16,10 +16,13 @@ from psycopg_pool import AsyncConnectionPool
 from ledger.database import connect, create_pool
 from ledger.events import MESSAGE_EXPIRED, STATUS_REPORTED, EventMeta, NewEvent
 from ledger.store import Append, append
+from ledger.system_events import mac_matches
 from projections.expiry import expire_stale, expiry_dedup_key
-from projections.runner import CatchUpRunner, Lock, try_advisory_lock
+from projections.locks import Lock, try_advisory_lock
+from projections.runner import CatchUpRunner
 from projections.scheduler import EXPIRE_JOB, ScheduledJobs
 from projections.status import MessageStatusProjector
+from tests.conftest import SYSTEM_KEY
 from tests.test_runner import drain, eventually
 
 Conn = psycopg.AsyncConnection[Any]
@@ -50,7 +53,12 @@ async def other_pool(database_url: str) -> AsyncIterator[AsyncConnectionPool[Any
 
 def jobs(pool: AsyncConnectionPool[Any], every: timedelta = timedelta(minutes=5)) -> ScheduledJobs:
     return ScheduledJobs(
-        pool, [STATUS], expire_after=EXPIRE_AFTER, expire_every=every, catch_up_every=every
+        pool,
+        [STATUS],
+        expire_after=EXPIRE_AFTER,
+        system_key=SYSTEM_KEY,
+        expire_every=every,
+        catch_up_every=every,
     )
 
 
@@ -100,36 +108,51 @@ async def test_expiry_appends_one_system_event_per_stale_unfinished_message(
 ) -> None:
     uuids = await ingest_messages(conn)
     await project(database_url)
-    assert await expire_stale(conn, expire_after=EXPIRE_AFTER) == len(STALE)
+    assert await expire_stale(conn, expire_after=EXPIRE_AFTER, system_key=SYSTEM_KEY) == len(STALE)
     assert await expired_messages(conn) == named(uuids, STALE)
 
     cursor = await conn.execute(
-        "SELECT status, payload, meta, dedup_key FROM events WHERE message_uuid = %s"
-        " AND event_type = %s",
+        "SELECT status, payload, meta, dedup_key, occurred_at FROM events"
+        " WHERE message_uuid = %s AND event_type = %s",
         (uuids["sent_long_ago"], MESSAGE_EXPIRED),
     )
     row = await cursor.fetchone()
     assert row is not None
-    status, payload, meta, dedup_key = row
+    status, payload, meta, dedup_key, occurred_at = row
     assert status == "expired"
     assert (payload["ExpiredAfter"], payload["LastStatus"]) == ("48h", "sent")
-    assert meta == {
+    assert {k: v for k, v in meta.items() if k != "mac"} == {
         "source": "system",
         "signature": "system",
         "reason": "no final status within 48h",
     }
+    assert mac_matches(
+        (SYSTEM_KEY,),
+        message_uuid=uuids["sent_long_ago"],
+        event_type=MESSAGE_EXPIRED,
+        status=status,
+        occurred_at=occurred_at,
+        dedup_key=bytes(dedup_key),
+        payload=payload,
+        meta=meta,
+    )
     assert bytes(dedup_key) == expiry_dedup_key(uuids["sent_long_ago"])
 
 
 async def test_an_expired_message_is_never_expired_again(conn: Conn, database_url: str) -> None:
     uuids = await ingest_messages(conn)
     await project(database_url)
-    assert await expire_stale(conn, expire_after=EXPIRE_AFTER) == len(STALE)
+    assert await expire_stale(conn, expire_after=EXPIRE_AFTER, system_key=SYSTEM_KEY) == len(STALE)
     # The view has not caught up yet, so the same messages are selected: nothing is appended.
-    assert await expire_stale(conn, expire_after=EXPIRE_AFTER) == 0
+    assert await expire_stale(conn, expire_after=EXPIRE_AFTER, system_key=SYSTEM_KEY) == 0
     await project(database_url)
     assert (
-        await expire_stale(conn, expire_after=EXPIRE_AFTER, now=datetime.now(UTC) + EXPIRE_AFTER)
+        await expire_stale(
+            conn,
+            expire_after=EXPIRE_AFTER,
+            system_key=SYSTEM_KEY,
+            now=datetime.now(UTC) + EXPIRE_AFTER,
+        )
         == 1
     )
     # ...that one being the recent message, now stale too; the others stay expired once.
@@ -144,7 +167,7 @@ async def test_concurrent_sweeps_expire_each_message_once_even_without_the_gate(
 
     async def sweep() -> int:
         async with connect(database_url) as own:
-            return await expire_stale(own, expire_after=EXPIRE_AFTER)
+            return await expire_stale(own, expire_after=EXPIRE_AFTER, system_key=SYSTEM_KEY)
 
     counts = await asyncio.gather(*(sweep() for _ in range(4)))
     assert sum(counts) == len(STALE)
