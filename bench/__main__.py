@@ -3,6 +3,8 @@
     python -m bench                          everything at full size (about 30 minutes)
     python -m bench --quick                  a smoke run at small sizes (a few minutes)
     python -m bench --only ingest,replay     some of them
+    python -m bench --only ingest --against main~5
+                                             also run that revision's code, same run
     python -m bench --events 1000000         replay dataset size
     python -m bench --database-url postgresql://postgres@127.0.0.1:5432/postgres
                                              a throwaway database on that server instead of
@@ -81,6 +83,11 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Options, list[str]]
         metavar="NAME=VALUE",
         help="extra environment for every ledger serve (e.g. LEDGER_APPEND_FLUSHERS=4)",
     )
+    parser.add_argument(
+        "--against",
+        metavar="REV",
+        help="ingest also runs the code of git revision REV (e.g. main~5), same run",
+    )
     parser.add_argument("--results", type=Path, default=RESULTS, help="results file to append to")
     args = parser.parse_args(argv)
 
@@ -108,6 +115,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Options, list[str]]
         profile_seconds=5.0 if quick else 15.0,
         repeat=args.repeat,
         server_env=env,
+        against=args.against,
     )
     return args, opts, [name for name in BENCHMARKS if name in selected]
 

@@ -33,3 +33,5 @@ class Options:
     repeat: int = 1
     #: Extra environment for every ``ledger serve`` started (tuning experiments).
     server_env: dict[str, str] = field(default_factory=dict)
+    #: A git revision whose code ingest also runs, in the same run (``--against``).
+    against: str | None = None
