@@ -33,7 +33,7 @@ from bench.options import Options
 from bench.report import Section, markdown_table, render_section
 
 #: Benchmarks in the order they run. "sweep" is opt-in (it takes ~10 minutes).
-BENCHMARKS = ("ingest", "profile", "replay", "size", "lag", "growth", "sweep")
+BENCHMARKS = ("ingest", "flood", "profile", "replay", "size", "lag", "growth", "sweep")
 DEFAULT = tuple(name for name in BENCHMARKS if name != "sweep")
 RESULTS = BENCH / "RESULTS.md"
 
@@ -86,7 +86,19 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Options, list[str]]
     parser.add_argument(
         "--against",
         metavar="REV",
-        help="ingest also runs the code of git revision REV (e.g. main~5), same run",
+        help="ingest and flood also run the code of git revision REV (e.g. main~5), same run",
+    )
+    parser.add_argument(
+        "--flood-seconds", type=float, default=10.0, help="junk flood length in seconds (10)"
+    )
+    parser.add_argument(
+        "--flood-connections", type=int, default=32, help="junk flood concurrency (32)"
+    )
+    parser.add_argument(
+        "--flood-rate", type=float, default=100.0, help="real callbacks/s during the flood (100)"
+    )
+    parser.add_argument(
+        "--flood-workers", type=int, default=2, help="server workers for the flood (2)"
     )
     parser.add_argument("--results", type=Path, default=RESULTS, help="results file to append to")
     args = parser.parse_args(argv)
@@ -116,6 +128,10 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Options, list[str]]
         repeat=args.repeat,
         server_env=env,
         against=args.against,
+        flood_seconds=args.flood_seconds,
+        flood_connections=args.flood_connections,
+        flood_rate=args.flood_rate,
+        flood_workers=args.flood_workers,
     )
     return args, opts, [name for name in BENCHMARKS if name in selected]
 
@@ -130,6 +146,10 @@ def _runner(name: str) -> Callable[[Options], list[Section]]:
         from bench import ingest
 
         return lambda opts: [ingest.sweep(opts)]
+    if name == "flood":
+        from bench import flood
+
+        return lambda opts: [flood.run(opts)]
     if name == "profile":
         from bench import profile
 
