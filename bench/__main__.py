@@ -3,6 +3,8 @@
     python -m bench                          everything at full size (about 30 minutes)
     python -m bench --quick                  a smoke run at small sizes (a few minutes)
     python -m bench --only ingest,replay     some of them
+    python -m bench --only ingest --against main~5
+                                             also run that revision's code, same run
     python -m bench --events 1000000         replay dataset size
     python -m bench --database-url postgresql://postgres@127.0.0.1:5432/postgres
                                              a throwaway database on that server instead of
@@ -31,7 +33,7 @@ from bench.options import Options
 from bench.report import Section, markdown_table, render_section
 
 #: Benchmarks in the order they run. "sweep" is opt-in (it takes ~10 minutes).
-BENCHMARKS = ("ingest", "profile", "replay", "size", "lag", "growth", "sweep")
+BENCHMARKS = ("ingest", "flood", "profile", "replay", "size", "lag", "growth", "sweep")
 DEFAULT = tuple(name for name in BENCHMARKS if name != "sweep")
 RESULTS = BENCH / "RESULTS.md"
 
@@ -81,6 +83,23 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Options, list[str]]
         metavar="NAME=VALUE",
         help="extra environment for every ledger serve (e.g. LEDGER_APPEND_FLUSHERS=4)",
     )
+    parser.add_argument(
+        "--against",
+        metavar="REV",
+        help="ingest and flood also run the code of git revision REV (e.g. main~5), same run",
+    )
+    parser.add_argument(
+        "--flood-seconds", type=float, default=10.0, help="junk flood length in seconds (10)"
+    )
+    parser.add_argument(
+        "--flood-connections", type=int, default=32, help="junk flood concurrency (32)"
+    )
+    parser.add_argument(
+        "--flood-rate", type=float, default=100.0, help="real callbacks/s during the flood (100)"
+    )
+    parser.add_argument(
+        "--flood-workers", type=int, default=2, help="server workers for the flood (2)"
+    )
     parser.add_argument("--results", type=Path, default=RESULTS, help="results file to append to")
     args = parser.parse_args(argv)
 
@@ -108,6 +127,11 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Options, list[str]]
         profile_seconds=5.0 if quick else 15.0,
         repeat=args.repeat,
         server_env=env,
+        against=args.against,
+        flood_seconds=args.flood_seconds,
+        flood_connections=args.flood_connections,
+        flood_rate=args.flood_rate,
+        flood_workers=args.flood_workers,
     )
     return args, opts, [name for name in BENCHMARKS if name in selected]
 
@@ -122,6 +146,10 @@ def _runner(name: str) -> Callable[[Options], list[Section]]:
         from bench import ingest
 
         return lambda opts: [ingest.sweep(opts)]
+    if name == "flood":
+        from bench import flood
+
+        return lambda opts: [flood.run(opts)]
     if name == "profile":
         from bench import profile
 

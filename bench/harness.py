@@ -134,7 +134,7 @@ def _tail(path: Path, lines: int = 15) -> str:
 
 @contextlib.contextmanager
 def managed_process(
-    command: Sequence[str], env: Mapping[str, str], name: str
+    command: Sequence[str], env: Mapping[str, str], name: str, *, cwd: Path = ROOT
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``command`` in its own session with output to ``bench/out/<name>.log``; on exit
     stop it with SIGTERM (graceful), then SIGKILL its process group if it lingers."""
@@ -143,7 +143,7 @@ def managed_process(
         proc = subprocess.Popen(
             list(command),
             env=dict(env),
-            cwd=ROOT,
+            cwd=cwd,
             stdout=output,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: workers are stopped with it
@@ -203,6 +203,11 @@ class Server:
     name: str
     port: int
     proc: subprocess.Popen[bytes]
+    #: Which code it runs ("this tree", or an earlier revision's label).
+    code: str = "this tree"
+    #: Service settings left out because the code of one side of a comparison does not read
+    #: them (see :class:`Code`).
+    dropped_settings: tuple[str, ...] = ()
 
     @property
     def base_url(self) -> str:
@@ -210,40 +215,132 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def processes(self) -> list[psutil.Process]:
-        """The server's main process and its workers."""
+        """The server's main process and every process under it (workers, projector...)."""
         try:
             main = psutil.Process(self.proc.pid)
             return [main, *main.children(recursive=True)]
         except psutil.NoSuchProcess:
             return []
 
+    def _serves_port(self, proc: psutil.Process) -> bool:
+        with contextlib.suppress(psutil.Error):
+            return any(c.laddr and c.laddr.port == self.port for c in proc.net_connections("tcp"))
+        return False
+
     def workers(self) -> list[psutil.Process]:
-        """The worker processes (granian spawns them as children of the main process)."""
-        return self.processes()[1:]
+        """The HTTP worker processes: those under the main process that hold a socket of the
+        server's port (granian's workers share the listening socket; a projector or any other
+        helper process does not)."""
+        return [proc for proc in self.processes()[1:] if self._serves_port(proc)]
+
+    def helpers(self) -> list[psutil.Process]:
+        """Processes under the main process that serve no HTTP: the projector (when the
+        service runs it in a process of its own) and anything else it started."""
+        return [proc for proc in self.processes()[1:] if not self._serves_port(proc)]
+
+    def cpu_groups(self) -> dict[str, Callable[[], list[psutil.Process]]]:
+        """Process groups for a :class:`CpuMeter`: the whole app, then its parts (a server
+        of one process, like the peer, has no parts)."""
+        if len(self.processes()) <= 1:
+            return {"app": self.processes}
+        return {
+            "app": self.processes,
+            "app: main": lambda: self.processes()[:1],
+            "app: HTTP workers": self.workers,
+            "app: projector and other": self.helpers,
+        }
+
+
+def cpu_per_callback(used: Mapping[str, float], callbacks: int) -> str:
+    """ "app 640 µs (HTTP workers 600, projector and other 40, main 0), postgres 210 µs"
+    for a :class:`CpuMeter` result over a window in which ``callbacks`` were answered."""
+
+    def micros(group: str) -> str:
+        return f"{used.get(group, 0.0) / max(1, callbacks) * 1e6:,.0f}"
+
+    parts = [
+        f"{label} {micros(group)}"
+        for label, group in (
+            ("HTTP workers", "app: HTTP workers"),
+            ("projector and other", "app: projector and other"),
+            ("main", "app: main"),
+        )
+        if group in used
+    ]
+    text = f"app {micros('app')} µs" + (f" ({', '.join(parts)})" if parts else "")
+    return text + (f", postgres {micros('postgres')} µs" if "postgres" in used else "")
+
+
+@dataclass(frozen=True)
+class Code:
+    """The ledger code a server runs: this tree (the default), or a checkout of an earlier
+    revision (bench/revision.py) run from this same virtualenv."""
+
+    label: str = "this tree"
+    #: The commit's subject line, for the results (empty for this tree).
+    subject: str = ""
+    #: Where the code is: ``ledger`` runs with this as its working directory.
+    root: Path = ROOT
+    #: The command that runs ``ledger`` from this code (None: this virtualenv's ``ledger``).
+    command: tuple[str, ...] | None = None
+    #: Extra environment (``PYTHONPATH`` pointing at a checkout, so its code is imported
+    #: rather than the editable install of this tree).
+    env: Mapping[str, str] = field(default_factory=dict)
+    #: When comparing two revisions: the service settings both read. Any other
+    #: ``LEDGER_*``/``PLIVO_*``/``DATABASE_URL`` setting is left out (None: pass everything).
+    allowed_settings: frozenset[str] | None = None
+    #: Where a checkout's packages were seen to be imported from (its verification).
+    imported_from: str = ""
+
+    def environment(self, environ: Mapping[str, str]) -> tuple[dict[str, str], tuple[str, ...]]:
+        """``environ`` with the settings this code may not be given removed, and their names."""
+        allowed = self.allowed_settings
+        dropped = tuple(
+            sorted(
+                name
+                for name in environ
+                if allowed is not None
+                and name.startswith(_SERVICE_ENV_PREFIXES)
+                and name not in allowed
+            )
+        )
+        kept = {k: v for k, v in environ.items() if k not in dropped}
+        return kept | dict(self.env), dropped
+
+
+THIS_TREE = Code()
 
 
 @contextlib.contextmanager
 def ledger_server(
-    db: Database, *, workers: int, name: str, env: Mapping[str, str] | None = None
+    db: Database,
+    *,
+    workers: int,
+    name: str,
+    env: Mapping[str, str] | None = None,
+    code: Code = THIS_TREE,
 ) -> Iterator[Server]:
     """``ledger serve`` (the production command: granian, migrations, embedded Postgres unless
-    ``DATABASE_URL``) on a free port, ready to take callbacks."""
+    ``DATABASE_URL``) on a free port, ready to take callbacks, running ``code``."""
     port = free_port()
-    environ = {
-        **db.env,
-        "LEDGER_HOST": "127.0.0.1",
-        "LEDGER_PORT": str(port),
-        "LEDGER_WORKERS": str(workers),
-        "LEDGER_PUBLIC_URL": PUBLIC_URL,
-        "PLIVO_AUTH_TOKEN": PLIVO_AUTH_TOKEN,
-        "LEDGER_API_TOKENS": API_TOKEN,
-        # Per-request logging is not what is being measured.
-        "LEDGER_LOG_LEVEL": "WARNING",
-        **(env or {}),
-    }
-    with managed_process([*ledger_command(), "serve"], environ, name) as proc:
+    environ, dropped = code.environment(
+        {
+            **db.env,
+            "LEDGER_HOST": "127.0.0.1",
+            "LEDGER_PORT": str(port),
+            "LEDGER_WORKERS": str(workers),
+            "LEDGER_PUBLIC_URL": PUBLIC_URL,
+            "PLIVO_AUTH_TOKEN": PLIVO_AUTH_TOKEN,
+            "LEDGER_API_TOKENS": API_TOKEN,
+            # Per-request logging is not what is being measured.
+            "LEDGER_LOG_LEVEL": "WARNING",
+            **(env or {}),
+        }
+    )
+    command = [*(code.command or ledger_command()), "serve"]
+    with managed_process(command, environ, name, cwd=code.root) as proc:
         wait_until_ready(proc, f"http://127.0.0.1:{port}/ready", name)
-        yield Server(name, port, proc)
+        yield Server(name, port, proc, code.label, dropped)
 
 
 @contextlib.contextmanager
@@ -299,26 +396,32 @@ class CpuMeter:
         self._start: dict[str, dict[tuple[int, float], float]] = {}
         self._started_at = 0.0
 
-    @staticmethod
-    def _snapshot(processes: list[psutil.Process]) -> dict[tuple[int, float], float]:
-        snapshot = {}
-        for proc in processes:
-            with contextlib.suppress(psutil.Error):
-                times = proc.cpu_times()
-                snapshot[(proc.pid, proc.create_time())] = times.user + times.system
+    def _snapshot(self) -> dict[str, dict[tuple[int, float], float]]:
+        # Each process's times are read once, so a process in two groups (the app and its
+        # HTTP workers) counts the same in both.
+        seen: dict[tuple[int, float], float] = {}
+        snapshot: dict[str, dict[tuple[int, float], float]] = {}
+        for name, find in self._groups.items():
+            group = snapshot[name] = {}
+            for proc in find():
+                with contextlib.suppress(psutil.Error):
+                    key = (proc.pid, proc.create_time())
+                    if key not in seen:
+                        times = proc.cpu_times()
+                        seen[key] = times.user + times.system
+                    group[key] = seen[key]
         return snapshot
 
     def start(self) -> None:
         """Mark the beginning of the window."""
         self._started_at = time.perf_counter()
-        self._start = {name: self._snapshot(find()) for name, find in self._groups.items()}
+        self._start = self._snapshot()
 
     def stop(self) -> dict[str, float]:
         """CPU seconds per group since :meth:`start` (plus ``wall`` seconds)."""
         used = {"wall": time.perf_counter() - self._started_at}
-        for name, find in self._groups.items():
+        for name, after in self._snapshot().items():
             before = self._start.get(name, {})
-            after = self._snapshot(find())
             used[name] = sum(t - before.get(key, 0.0) for key, t in after.items())
         return used
 

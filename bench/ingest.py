@@ -1,11 +1,13 @@
-"""Ingest: signed callbacks over loopback into ``ledger serve``, against two floors.
+"""Ingest: signed callbacks over loopback into ``ledger serve``, against floors and a peer.
 
 For each worker count: the no-op Litestar app under the same granian settings (the HTTP
-floor), then ``ledger serve`` on a fresh database, both driven by wrk with the same
-pre-signed callbacks at the same concurrency. Once per run, pgbench doing one durable
-single-row insert of the same row shape per transaction, at the same concurrency (the
-database floor). Then latency at a fixed offered rate (open loop, from each request's due
-time), and a check that every 200 is an event in the database.
+floor), the peer a user would pick instead (bench/tutorial_peer.py: Fastify + pg, one
+upsert per callback), then ``ledger serve`` on a fresh database (and, with ``--against
+REV``, the same for that revision's code), all driven by wrk with the same pre-signed
+callbacks at the same concurrency. Once per run, pgbench doing one durable single-row
+insert of the same row shape per transaction, at the same concurrency (the database
+floor). Then latency at a fixed offered rate (open loop, from each request's due time),
+and a check that every 200 is an event in the database.
 """
 
 from __future__ import annotations
@@ -21,14 +23,17 @@ from urllib.parse import parse_qsl
 import msgspec
 
 from api.simulate import SignedCallback
-from bench import loadgen
+from bench import loadgen, revision, tutorial_peer
 from bench.harness import (
     OUT,
+    THIS_TREE,
     BenchError,
+    Code,
     CpuMeter,
     Database,
     Latencies,
     Server,
+    cpu_per_callback,
     database,
     describe_cpu,
     http_get,
@@ -44,9 +49,10 @@ from bench.size import bytes_per_event
 from bench.traffic import raw_post, signed_callbacks, write_wrk_requests
 from bench.wrk import WrkResult, run_wrk
 
-#: The most callbacks/s the pool of pre-signed requests is sized for (the no-op floor with
-#: two workers is ~8k/s here); a run faster than this would start sending duplicates.
-MAX_EXPECTED_RATE = 10_000
+#: The most callbacks/s a durable server (the ledger, the peer) is expected to reach here: the
+#: pre-signed pool is sized for it, so a faster run would start sending duplicates (counted
+#: and warned about). The no-op floor goes faster and cycles through the pool, at no cost.
+MAX_EXPECTED_RATE = 15_000
 
 #: Tuning experiments for ``--only sweep``: (label, workers, environment).
 SWEEP: tuple[tuple[str, int, dict[str, str]], ...] = (
@@ -161,8 +167,15 @@ def pgbench_floor(opts: Options, sample: SignedCallback) -> tuple[float, str]:
 
 
 def throughput_pool(opts: Options) -> tuple[list[SignedCallback], Path]:
+    """Pre-signed callbacks for a wrk run (enough that none is sent twice) and their file."""
     callbacks = signed_callbacks(int(MAX_EXPECTED_RATE * opts.duration), seed=1)
     return callbacks, write_wrk_requests(callbacks, OUT / "wrk-requests.tsv")
+
+
+def fixed_pool(opts: Options) -> list[SignedCallback]:
+    """The callbacks of a fixed-rate run (distinct from the wrk pool's)."""
+    count = int(opts.rate * opts.fixed_seconds)
+    return signed_callbacks(count, seed=2)[:count]
 
 
 @dataclass
@@ -174,10 +187,21 @@ class Run:
     cpu: dict[str, float]
     fixed: loadgen.OpenLoopResult | None = None
     notes: list[str] = field(default_factory=list)
+    #: Acknowledged callbacks whose event is not in the ledger (wrk and fixed rate).
+    lost: int = 0
+    #: Events added by the fixed-rate run minus its 200s (exactly 0 when nothing is lost
+    #: and nothing unacknowledged was stored).
+    fixed_mismatch: int = 0
 
     def cpu_per_request(self, group: str) -> float:
         """Microseconds of CPU ``group`` spent per answered request under wrk."""
         return self.cpu.get(group, 0.0) / max(1, self.wrk.requests) * 1e6
+
+    @property
+    def not_ok(self) -> int:
+        """Answers other than 200, and socket errors, under wrk and at the fixed rate."""
+        fixed = self.fixed.sent - self.fixed.ok if self.fixed else 0
+        return self.wrk.failed + self.wrk.socket_errors + fixed
 
 
 def _saturate(opts: Options, server: Server, db: Database | None, requests_file: Path) -> Run:
@@ -186,7 +210,7 @@ def _saturate(opts: Options, server: Server, db: Database | None, requests_file:
     CPU per request barely moves with the machine's load, unlike requests per second: it is
     the figure to trust when other users compete for the cores.
     """
-    groups = {"app": server.processes} | ({"postgres": db.processes} if db else {})
+    groups = server.cpu_groups() | ({"postgres": db.processes} if db else {})
     meter = CpuMeter(groups)
     meter.start()
     wrk = run_wrk(server, requests_file, connections=opts.connections, seconds=opts.duration)
@@ -201,36 +225,41 @@ def _ledger_run(
     *,
     env: dict[str, str] | None = None,
     label: str = "",
+    code: Code = THIS_TREE,
 ) -> Run:
-    """wrk, then (if ``fixed``) the fixed-rate run, against ``ledger serve`` on a fresh
-    database, with notes on what the database holds afterwards."""
+    """wrk, then (if ``fixed``) the fixed-rate run, against ``ledger serve`` running ``code``
+    on a fresh database, with notes on what the database holds afterwards."""
     name = f"ingest-w{workers}{label}"
     with (
         database(opts.database_url, name) as db,
         ledger_server(
-            db, workers=workers, name=name, env={**opts.server_env, **(env or {})}
+            db, workers=workers, name=name, env={**opts.server_env, **(env or {})}, code=code
         ) as server,
     ):
         run = _saturate(opts, server, db, requests_file)
         wrk = run.wrk
         events = count_events(db, settle=3.0)
         batch = mean_batch(server)
+        if server.dropped_settings:
+            run.notes.append(
+                f"{workers} worker(s){label}: settings not passed (not read by both revisions):"
+                f" {', '.join(server.dropped_settings)}"
+            )
         run.notes.append(
             f"{workers} worker(s){label}: wrk {wrk.requests:,} answers in {wrk.seconds:.1f}s,"
             f" closed-loop p50 {wrk.p50_ms:.1f} ms p99 {wrk.p99_ms:.1f} ms; "
             + describe_cpu(run.cpu)
-            + f"; CPU per callback: app {run.cpu_per_request('app'):,.0f} µs, postgres"
-            f" {run.cpu_per_request('postgres'):,.0f} µs"
+            + f"; CPU per callback: {cpu_per_callback(run.cpu, wrk.requests)}"
             + (f"; mean group-commit batch {batch:.1f} events" if batch else "")
         )
-        lost = wrk.appended - events
+        run.lost = max(0, wrk.appended - events)
         run.notes.append(
             f"{workers} worker(s){label} nothing lost: {events:,} events in the database for"
             f" {wrk.ok:,} answers 200 ({wrk.appended:,} appended, {wrk.duplicate:,} duplicate),"
             f" {wrk.failed:,} non-200, {wrk.socket_errors:,} socket errors;"
             f" {events - wrk.appended:,} more events than 200s (requests still in flight when"
             f" wrk stopped, at most {opts.connections})"
-            + (" — **LOST ACKNOWLEDGED EVENTS**" if lost > 0 else "")
+            + (" — **LOST ACKNOWLEDGED EVENTS**" if run.lost else "")
         )
         if wrk.wrapped or wrk.duplicate:
             run.notes.append(
@@ -239,19 +268,19 @@ def _ledger_run(
             )
         if not fixed:
             return run
-        meter = CpuMeter({"app": server.processes, "postgres": db.processes})
+        meter = CpuMeter(server.cpu_groups() | {"postgres": db.processes})
         meter.start()
         run.fixed = result = fixed_rate(server, fixed, rate=opts.rate)
         used = meter.stop()
         after = count_events(db)
-        verdict = "exact" if after - events == result.ok else "**MISMATCH**"
-        per_callback = {k: v / max(1, result.sent) * 1e6 for k, v in used.items() if k != "wall"}
+        run.fixed_mismatch = after - events - result.ok
+        run.lost += max(0, -run.fixed_mismatch)
+        verdict = "exact" if run.fixed_mismatch == 0 else "**MISMATCH**"
         run.notes.append(
             f"{workers} worker(s){label} at {opts.rate:,.0f}/s: {result.sent:,} sent, answers"
             f" {dict(result.statuses)}, events added {after - events:,} ({verdict});"
-            f" {Latencies.of(result.latencies)}; {describe_cpu(used)}; CPU per callback: app"
-            f" {per_callback['app']:,.0f} µs, postgres {per_callback['postgres']:,.0f} µs"
-            " (projectors included); generator max send delay"
+            f" {Latencies.of(result.latencies)}; {describe_cpu(used)}; CPU per callback:"
+            f" {cpu_per_callback(used, result.sent)}; generator max send delay"
             f" {result.max_send_delay * 1000:.1f} ms; {bytes_per_event(db) or 0:,.0f} bytes on"
             " disk per event after this HTTP ingest (indexes grown by live inserts)"
         )
@@ -267,81 +296,187 @@ def _noop_run(
         return run
 
 
+def _peer_run(
+    opts: Options, workers: int, pool: Sequence[SignedCallback], requests_file: Path
+) -> Run:
+    """wrk against the peer on a fresh database, then the checks that it did the work."""
+    name = f"peer-w{workers}"
+    probe = signed_callbacks(1, seed=4)[0]
+    with database(opts.database_url, name) as db, tutorial_peer.peer_server(db, name=name) as peer:
+        run = _saturate(opts, peer, db, requests_file)
+        wrk = run.wrk
+        run.notes.append(
+            f"{tutorial_peer.LABEL}, beside {workers} worker(s): wrk {wrk.requests:,} answers in"
+            f" {wrk.seconds:.1f}s ({wrk.ok:,} 200, {wrk.failed:,} non-200,"
+            f" {wrk.socket_errors:,} socket errors), closed-loop p50 {wrk.p50_ms:.1f} ms p99"
+            f" {wrk.p99_ms:.1f} ms; {describe_cpu(run.cpu)}; CPU per callback:"
+            f" {cpu_per_callback(run.cpu, wrk.requests)}"
+        )
+        run.notes.append(tutorial_peer.verify(peer, db, answered_ok=wrk.ok, pool=pool, probe=probe))
+        if wrk.wrapped:
+            run.notes.append(
+                "warning: the peer went through the whole pre-signed pool and got repeats:"
+                " raise MAX_EXPECTED_RATE in bench/ingest.py"
+            )
+    return run
+
+
+def _try_peer(
+    section: Section,
+    opts: Options,
+    workers: int,
+    pool: Sequence[SignedCallback],
+    requests_file: Path,
+) -> Run | None:
+    """The peer's run, or None (with the reason in the notes) when it cannot be measured."""
+    try:
+        return _peer_run(opts, workers, pool, requests_file)
+    except BenchError as error:
+        section.note(f"peer not measured beside {workers} worker(s): {error}")
+        return None
+
+
+def _figures(
+    section: Section,
+    opts: Options,
+    workers: int,
+    ledger: Run,
+    floors: tuple[Run, Run | None, float],
+    tag: str = "",
+) -> None:
+    """The ledger's figures against the same-run floors (no-op app, peer, pgbench tps)."""
+    noop, peer, tps = floors
+    throughput = f"throughput, {workers} worker(s){tag}"
+    baselines: tuple[tuple[str, float | None, Target | None, str, str | None], ...] = (
+        (
+            tutorial_peer.LABEL,
+            peer.wrk.rate if peer else None,
+            Target("ratio", ">=", 1.5),
+            "issue 8: ≥ 1.5 × the usual tutorial design, aim 2 ×",
+            None,
+        ),
+        (
+            f"no-op Litestar app, {workers} worker(s)",
+            noop.wrk.rate,
+            Target("ratio", ">=", 0.5),
+            "issue 8: ≥ 0.5 × the HTTP floor, aim 0.7 ×",
+            None,
+        ),
+        ("pgbench single-row durable inserts", tps, None, "", "tps"),
+    )
+    for name, baseline, target, note, unit in baselines:
+        section.add(
+            Figure(
+                throughput,
+                ledger.wrk.rate,
+                "req/s",
+                name,
+                baseline,
+                target,
+                note=note,
+                baseline_unit=unit,
+            )
+        )
+    section.add(
+        Figure(
+            f"app CPU per callback, {workers} worker(s){tag}",
+            ledger.cpu_per_request("app"),
+            "µs",
+            "no-op app CPU per request",
+            noop.cpu_per_request("app"),
+            Target("ratio", "<=", 2.0),
+            note="every process of the server (HTTP workers, projector, main); the split is in"
+            " the notes. CPU per request barely depends on the machine's load, unlike req/s",
+        )
+    )
+    assert ledger.fixed is not None
+    assert noop.fixed is not None
+    lat, noop_lat = Latencies.of(ledger.fixed.latencies), Latencies.of(noop.fixed.latencies)
+    for quantile, value, floor, target in (
+        ("p50", lat.p50, noop_lat.p50, None),
+        ("p99", lat.p99, noop_lat.p99, Target("value", "<=", 50.0, "ms")),
+    ):
+        section.add(
+            Figure(
+                f"ack latency {quantile} at {opts.rate:,.0f}/s, {workers} worker(s){tag}",
+                value,
+                "ms",
+                f"no-op app {quantile} at the same rate",
+                floor,
+                target,
+            )
+        )
+    for name, value in (
+        ("answers not 200 (wrk and fixed rate)", ledger.not_ok),
+        ("acknowledged callbacks not in the ledger", ledger.lost),
+        ("events added − 200s at the fixed rate", abs(ledger.fixed_mismatch)),
+    ):
+        section.add(Figure(f"{name}, {workers} worker(s){tag}", value, "", target=NONE))
+
+
+#: A count that must be zero.
+NONE = Target("value", "<=", 0)
+
+
+def _versus(section: Section, workers: int, this: Run, earlier: Run, against: str) -> None:
+    """This tree's figures with the earlier revision's as their baseline (same run)."""
+    for name, unit, now, before in (
+        ("throughput", "req/s", this.wrk.rate, earlier.wrk.rate),
+        ("app CPU per callback", "µs", this.cpu_per_request("app"), earlier.cpu_per_request("app")),
+    ):
+        section.add(
+            Figure(f"{name}, {workers} worker(s)", now, unit, f"{against}, same run", before)
+        )
+    assert this.fixed is not None
+    assert earlier.fixed is not None
+    section.add(
+        Figure(
+            f"ack latency p99, {workers} worker(s)",
+            Latencies.of(this.fixed.latencies).p99,
+            "ms",
+            f"{against}, same run",
+            Latencies.of(earlier.fixed.latencies).p99,
+        )
+    )
+
+
 def run(opts: Options) -> Section:
     """The ingest benchmark (see the module docstring)."""
     section = Section(f"ingest: signed callbacks, {opts.connections} connections over loopback")
     callbacks, requests_file = throughput_pool(opts)
-    fixed = signed_callbacks(int(opts.rate * opts.fixed_seconds), seed=2)[
-        : int(opts.rate * opts.fixed_seconds)
-    ]
-    print("  pgbench floor...", flush=True)
-    tps, where = pgbench_floor(opts, callbacks[0])
-    section.note(
-        f"pgbench: {opts.connections} clients, one durable INSERT of an events-shaped row per"
-        f" transaction, {opts.duration:g}s on {where}: {tps:,.0f} tps"
-    )
-    for workers in opts.workers:
-        print(f"  {workers} worker(s): no-op floor...", flush=True)
-        noop = _noop_run(opts, workers, requests_file, fixed)
-        print(f"  {workers} worker(s): ledger serve...", flush=True)
-        ledger = _ledger_run(opts, workers, requests_file, fixed)
-        section.add(
-            Figure(
-                f"throughput, {workers} worker(s)",
-                ledger.wrk.rate,
-                "req/s",
-                f"no-op Litestar app, {workers} worker(s)",
-                noop.wrk.rate,
-                Target("ratio", ">=", 0.7),
-            )
+    fixed = fixed_pool(opts)
+    with revision.codes(section, opts.against) as (this, earlier):
+        print("  pgbench floor...", flush=True)
+        tps, where = pgbench_floor(opts, callbacks[0])
+        section.note(
+            f"pgbench: {opts.connections} clients, one durable INSERT of an events-shaped row"
+            f" per transaction, {opts.duration:g}s on {where}: {tps:,.0f} tps"
         )
-        section.add(
-            Figure(
-                f"throughput, {workers} worker(s)",
-                ledger.wrk.rate,
-                "req/s",
-                "pgbench single-row durable inserts",
-                tps,
-                Target("ratio", ">=", 1.0),
-                baseline_unit="tps",
-            )
-        )
-        section.add(
-            Figure(
-                f"app CPU per callback, {workers} worker(s)",
-                ledger.cpu_per_request("app"),
-                "µs",
-                "no-op app CPU per request",
-                noop.cpu_per_request("app"),
-                Target("ratio", "<=", round(1 / 0.7, 2)),
-                note="CPU per request barely depends on the machine's load, unlike req/s: on idle"
-                " cores the throughput ratio to the no-op app would be about 1 / this ratio, so"
-                " ≤ 1.43 is the CPU form of the ≥ 0.7 throughput target",
-            )
-        )
-        assert ledger.fixed is not None
-        assert noop.fixed is not None
-        lat, noop_lat = Latencies.of(ledger.fixed.latencies), Latencies.of(noop.fixed.latencies)
-        for quantile, value, floor, target in (
-            ("p50", lat.p50, noop_lat.p50, None),
-            ("p99", lat.p99, noop_lat.p99, Target("value", "<=", 50.0, "ms")),
-        ):
-            section.add(
-                Figure(
-                    f"ack latency {quantile} at {opts.rate:,.0f}/s, {workers} worker(s)",
-                    value,
-                    "ms",
-                    f"no-op app {quantile} at the same rate",
-                    floor,
-                    target,
+        tag = f" [{opts.against}]"
+        for index, workers in enumerate(opts.workers):
+            print(f"  {workers} worker(s): no-op floor...", flush=True)
+            noop = _noop_run(opts, workers, requests_file, fixed)
+            print(f"  {workers} worker(s): the peer...", flush=True)
+            peer = _try_peer(section, opts, workers, callbacks, requests_file)
+            order = [("", this)] + ([(tag, earlier)] if earlier else [])
+            # Which code goes first alternates, so a drift in the machine's load favours
+            # neither side of the comparison.
+            runs: dict[str, Run] = {}
+            for label, code in order[:: -1 if index % 2 else 1]:
+                print(f"  {workers} worker(s): ledger serve ({code.label})...", flush=True)
+                runs[label] = _ledger_run(
+                    opts, workers, requests_file, fixed, code=code, label=label
                 )
-            )
-        notes = ledger.notes
-        for note in notes:
-            section.note(note)
+            ledger, old = runs[""], runs.get(tag)
+            _figures(section, opts, workers, ledger, (noop, peer, tps))
+            if old is not None:
+                _figures(section, opts, workers, old, (noop, peer, tps), tag)
+                _versus(section, workers, ledger, old, opts.against or "")
+            for note in [*(peer.notes if peer else []), *ledger.notes, *(old.notes if old else [])]:
+                section.note(note)
     section.note(
         "wrk and the servers share the machine's cores (2 here): the load generator's own CPU"
-        " is shown with each run, and it is the same for the ledger and for the no-op floor"
+        " is shown with each run, and it is the same for the ledger, the peer and the floors"
     )
     return section
 
@@ -350,9 +485,7 @@ def sweep(opts: Options) -> Section:
     """Group-commit and worker settings side by side: throughput and fixed-rate p99."""
     section = Section("sweep: ledger serve settings (LEDGER_* environment)")
     _, requests_file = throughput_pool(opts)
-    fixed = signed_callbacks(int(opts.rate * opts.fixed_seconds), seed=2)[
-        : int(opts.rate * opts.fixed_seconds)
-    ]
+    fixed = fixed_pool(opts)
     baseline: float | None = None
     rows = []
     for label, workers, env in SWEEP:

@@ -25,13 +25,14 @@ from bench.harness import (
     CpuMeter,
     Latencies,
     Server,
+    cpu_per_callback,
     database,
     describe_cpu,
     http_get,
     ledger_server,
 )
 from bench.options import Options
-from bench.report import Figure, Section
+from bench.report import Figure, Section, Target
 from bench.traffic import CALLBACKS_PER_MESSAGE, raw_get, raw_post, signed_callbacks
 
 SAMPLE_EVERY = 20
@@ -167,12 +168,15 @@ def run(opts: Options) -> Section:
                 " lag was not measured"
             )
             return section
-        meter = CpuMeter({"app": server.processes, "postgres": db.processes})
+        meter = CpuMeter(server.cpu_groups() | {"postgres": db.processes})
         meter.start()
         result, sampler = loadgen.run(_run(server, callbacks, opts.rate))
         used = meter.stop()
     lags, reads = Latencies.of(sampler.lags), Latencies.of(sampler.reads)
-    for quantile, value in (("p50", lags.p50), ("p99", lags.p99)):
+    for quantile, value, target in (
+        ("p50", lags.p50, None),
+        ("p99", lags.p99, Target("value", "<=", 500.0, "ms")),
+    ):
         section.add(
             Figure(
                 f"lag {quantile}",
@@ -180,6 +184,7 @@ def run(opts: Options) -> Section:
                 "ms",
                 "one status read (GET p50, the measurement floor)",
                 reads.p50,
+                target,
             )
         )
     section.note(
@@ -188,6 +193,7 @@ def run(opts: Options) -> Section:
     )
     section.note(
         f"ingest meanwhile: {result.sent:,} sent, answers {dict(result.statuses)}, ack"
-        f" {Latencies.of(result.latencies)}; {opts.lag_workers} worker(s); {describe_cpu(used)}"
+        f" {Latencies.of(result.latencies)}; {opts.lag_workers} worker(s); {describe_cpu(used)};"
+        f" CPU per callback: {cpu_per_callback(used, result.sent)}"
     )
     return section

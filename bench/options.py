@@ -33,3 +33,10 @@ class Options:
     repeat: int = 1
     #: Extra environment for every ``ledger serve`` started (tuning experiments).
     server_env: dict[str, str] = field(default_factory=dict)
+    #: A git revision whose code ingest and flood also run, in the same run (``--against``).
+    against: str | None = None
+    #: The junk flood: seconds, concurrency, and the rate of real callbacks sent meanwhile.
+    flood_seconds: float = 10.0
+    flood_connections: int = 32
+    flood_rate: float = 100.0
+    flood_workers: int = 2
