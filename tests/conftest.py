@@ -145,6 +145,17 @@ async def client(settings: Settings) -> AsyncIterator[AsyncTestClient[Litestar]]
 
 
 @pytest.fixture
+async def client_without_projectors(
+    settings: Settings,
+) -> AsyncIterator[AsyncTestClient[Litestar]]:
+    """The real ASGI app with no projector running: the views stay behind the ledger."""
+    assert settings.database_url is not None
+    app = create_app(settings, settings.database_url, run_projectors=False)
+    async with AsyncTestClient(app) as test_client:
+        yield test_client
+
+
+@pytest.fixture
 def auth() -> dict[str, str]:
     """Headers that pass the read API's token check."""
     return {"Authorization": f"Bearer {API_TOKEN}"}
