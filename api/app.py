@@ -10,20 +10,21 @@ from typing import Any
 import psycopg
 from litestar import Litestar, Request, Response
 from litestar.exceptions import HTTPException
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.spec import Components, SecurityScheme
+from litestar.exceptions.http_exceptions import RequestEntityTooLarge
+from litestar.plugins.problem_details import ProblemDetailsPlugin
 from psycopg_pool import PoolTimeout, TooManyRequests
 
 from api.background import background_work
 from api.body_limit import drain_oversized_bodies
 from api.callbacks import receive_status
 from api.messages import MessageController
+from api.openapi import openapi_config, static_assets
 from api.ops import health, metrics, ready
-from api.problems import handle_http_exception, handle_unexpected, problem_response
+from api.problems import Problem, problem_from_http_exception, problem_from_unexpected
 from api.reports import daily
 from api.seals import SealController
 from api.services import Services
-from api.telemetry import APPEND_BATCH
+from api.telemetry import APPEND_BATCH, CALLBACKS
 from ledger.database import create_pool
 from ledger.group_commit import GroupCommitter
 from ledger.settings import Settings
@@ -34,12 +35,17 @@ log = logging.getLogger(__name__)
 
 def _database_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     log.warning("database unavailable on %s: %s", request.url.path, type(exc).__name__)
-    return problem_response(
-        503,
-        "The database is unavailable right now. Retry later.",
-        headers={"Retry-After": "5"},
-        instance=request.url.path,
-    )
+    return Problem(
+        503, "The database is unavailable right now. Retry later.", headers={"Retry-After": "5"}
+    ).to_response(request)
+
+
+def _too_large(request: Request[Any, Any, Any], exc: RequestEntityTooLarge) -> Response[Any]:
+    # Litestar refuses the body before any handler runs: the callback's refusal is counted here.
+    if request.route_handler.fn is receive_status.fn:  # the app holds a copy of the handler
+        CALLBACKS.labels("too_large").inc()
+        log.warning("refused callback: body over the size limit")
+    return problem_from_http_exception(request, exc)
 
 
 def create_app(settings: Settings, database_url: str, *, run_projectors: bool = True) -> Litestar:
@@ -99,6 +105,7 @@ def create_app(settings: Settings, database_url: str, *, run_projectors: bool = 
             health,
             ready,
             metrics,
+            static_assets(),
         ],
         lifespan=[lifespan],
         # Logging is configured by api.logs (level from LEDGER_LOG_LEVEL, phone numbers
@@ -106,24 +113,15 @@ def create_app(settings: Settings, database_url: str, *, run_projectors: bool = 
         logging_config=None,
         request_max_body_size=settings.max_body_bytes,
         middleware=[drain_oversized_bodies(settings.max_body_bytes)],
+        # Problem (a ProblemDetailsException) is answered by the plugin; the rest are mapped.
+        plugins=[ProblemDetailsPlugin()],
         exception_handlers={
-            HTTPException: handle_http_exception,
+            HTTPException: problem_from_http_exception,
+            RequestEntityTooLarge: _too_large,
             psycopg.OperationalError: _database_unavailable,
             PoolTimeout: _database_unavailable,
             TooManyRequests: _database_unavailable,
-            Exception: handle_unexpected,
+            Exception: problem_from_unexpected,
         },
-        openapi_config=OpenAPIConfig(
-            title="Plivo delivery ledger",
-            version="0.1.0",
-            description="Plivo status callbacks kept as immutable events, with read views.",
-            path="/schema",
-            components=Components(
-                security_schemes={
-                    "bearer": SecurityScheme(
-                        type="http", scheme="bearer", description="Read-API token"
-                    )
-                }
-            ),
-        ),
+        openapi_config=openapi_config(),
     )

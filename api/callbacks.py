@@ -19,7 +19,7 @@ from litestar import Request, route
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 
-from api.problems import Problem
+from api.problems import Problem, problem_responses, problem_spec
 from api.services import Services, services
 from api.telemetry import ACK_SECONDS, CALLBACKS
 from ledger.callbacks import CallbackError, Params, parse_form, parse_json, parse_query, to_event
@@ -86,6 +86,14 @@ def signed_url(request: Request[Any, Any, Any], base_url: str) -> str:
     ),
     tags=["callbacks"],
     status_code=200,
+    responses={
+        **problem_responses(400, 413, 415, 503),
+        403: problem_spec(
+            403,
+            "No signature header, a signature that does not match (V3 or V2), or a nonce "
+            "already used with a different body.",
+        ),
+    },
 )
 async def receive_status(
     request: Request[Any, Any, Any], svc: NamedDependency[Services]

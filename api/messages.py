@@ -14,7 +14,7 @@ from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery, QueryParameter
 
 from api.auth import require_token
-from api.problems import Problem
+from api.problems import Problem, problem_responses
 from api.services import Services, services
 from ledger.events import RecordedEvent
 from ledger.seals import InclusionProof, inclusion_proofs
@@ -83,6 +83,7 @@ class MessageController(Controller):
     @get(
         "/",
         summary="Search messages by status, number and time",
+        responses=problem_responses(400, 401, 503),
         description="Messages from the status view, newest first (by first event time), "
         "keyset-paginated: pass next_cursor as cursor for the next page.",
     )
@@ -120,6 +121,7 @@ class MessageController(Controller):
     @get(
         "/{message_uuid:str}",
         summary="The current status of one message",
+        responses=problem_responses(400, 401, 404, 503),
         description="From the status view. With wait_for_position (the position a callback "
         "was acknowledged with), waits up to wait_seconds for the view to include that event, "
         "so a client can read its own write.",
@@ -148,6 +150,7 @@ class MessageController(Controller):
     @get(
         "/{message_uuid:str}/events",
         summary="The audit trail of one message",
+        responses=problem_responses(400, 401, 404, 503),
         description="Every event of the message in ledger order, with the payload exactly as "
         "received, how it was authenticated (with the signature material to re-check it), and "
         "for each sealed event its inclusion proof: block, leaf index, Merkle audit path, block "

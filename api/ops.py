@@ -9,6 +9,7 @@ import msgspec
 import psycopg
 from litestar import MediaType, Response, get
 from litestar.di import NamedDependency, Provide
+from litestar.openapi.datastructures import ResponseSpec
 from psycopg_pool import PoolTimeout
 
 from api.services import Services, services
@@ -52,6 +53,14 @@ async def health() -> Health:
     "/ready",
     summary="The database is reachable and migrated",
     tags=["ops"],
+    responses={
+        503: ResponseSpec(
+            Readiness,
+            description="Not ready: the database does not answer (`database` says why) or "
+            "migrations are pending (`pending_migrations`).",
+            generate_examples=False,
+        )
+    },
     dependencies={"svc": Provide(services, sync_to_thread=False)},
 )
 async def ready(svc: NamedDependency[Services]) -> Response[Readiness]:
@@ -90,4 +99,5 @@ async def metrics(svc: NamedDependency[Services]) -> Response[bytes]:
         async with svc.ops_pool.connection() as conn:
             await _lag(conn, svc)
     body, content_type = exposition()
-    return Response(body, media_type=content_type)
+    # Set as a header: given as media_type, Litestar would append a second charset.
+    return Response(body, headers={"content-type": content_type})

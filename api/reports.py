@@ -13,7 +13,7 @@ from litestar.di import NamedDependency, Provide
 from litestar.params import FromQuery, QueryParameter
 
 from api.auth import require_token
-from api.problems import Problem
+from api.problems import Problem, problem_responses
 from api.services import Services, services
 from projections.queries import daily_metrics
 from projections.views import DailyMetrics
@@ -83,6 +83,7 @@ def metrics_csv(rows: Sequence[DailyMetrics]) -> str:
     dependencies={"svc": Provide(services, sync_to_thread=False)},
     tags=["metrics"],
     security=[{"bearer": []}],
+    responses=problem_responses(400, 401, 503),
 )
 async def daily(
     request: Request[Any, Any, Any],
@@ -102,5 +103,5 @@ async def daily(
         output is None and request.accept.best_match(["application/json", CSV]) == CSV
     )
     if wants_csv:
-        return Response(metrics_csv(rows), media_type=f"{CSV}; charset=utf-8")
+        return Response(metrics_csv(rows), media_type=CSV)  # Litestar adds the charset
     return Response(rows)

@@ -11,7 +11,7 @@ from litestar.di import NamedDependency, Provide
 from litestar.params import QueryParameter
 
 from api.auth import require_token
-from api.problems import Problem
+from api.problems import Problem, problem_responses
 from api.services import Services, services
 from ledger.seals import Block, blocks_after, last_block
 
@@ -69,6 +69,7 @@ class SealController(Controller):
         summary="The newest seal head",
         description="The latest block's number, total events sealed, root and chain hash, and "
         "the one-line head to keep outside the database.",
+        responses=problem_responses(401, 404, 503),
     )
     async def head(self, svc: NamedDependency[Services]) -> SealHead:
         """The head, or 404 before the first block."""
@@ -91,6 +92,7 @@ class SealController(Controller):
         summary="Blocks after a given block",
         description="Walk from the block of an inclusion proof to a later head: each block's "
         "chain must equal SHA-256(previous chain ‖ root ‖ header).",
+        responses=problem_responses(400, 401, 503),
     )
     async def blocks(
         self,

@@ -150,9 +150,11 @@ async def client(settings: Settings) -> AsyncIterator[AsyncTestClient[Litestar]]
 
 
 @pytest.fixture
-async def ingest(settings: Settings) -> AsyncIterator[AsyncTestClient[Litestar]]:
-    """The real app without its background work (no projectors, sealer or jobs), so that a
-    test projects and seals exactly when it chooses."""
+async def client_without_projectors(
+    settings: Settings,
+) -> AsyncIterator[AsyncTestClient[Litestar]]:
+    """The real ASGI app without its background work (no projectors, sealer or jobs): the
+    views stay behind the ledger, and a test projects and seals exactly when it chooses."""
     assert settings.database_url is not None
     app = create_app(settings, settings.database_url, run_projectors=False)
     async with AsyncTestClient(app) as test_client:

@@ -94,7 +94,14 @@ async def test_blank_values_and_unknown_fields_and_statuses_are_kept(
     assert stored["payload"]["PartInfo"] == "1 of 1"
 
 
-async def test_a_json_callback_is_accepted(client: Client) -> None:
+async def stored_payloads(client: Client, auth: dict[str, str]) -> list[Any]:
+    """The payloads of the test message's events, read back through the audit trail."""
+    response = await client.get(f"/v1/messages/{UUID}/events", headers=auth)
+    assert response.status_code == 200
+    return [event["payload"] for event in response.json()["events"]]
+
+
+async def test_a_json_callback_is_stored_as_sent(client: Client, auth: dict[str, str]) -> None:
     params = delivered_params()
     nonce = "json-nonce"
     signature = sign_v3(
@@ -110,9 +117,12 @@ async def test_a_json_callback_is_accepted(client: Client) -> None:
         },
     )
     assert response.status_code == 200
+    assert await stored_payloads(client, auth) == [dict(params)]
 
 
-async def test_a_get_callback_with_query_parameters_is_accepted(client: Client) -> None:
+async def test_a_get_callback_with_query_parameters_is_stored_as_sent(
+    client: Client, auth: dict[str, str]
+) -> None:
     params = delivered_params()
     nonce = "get-nonce"
     signature = sign_v3(
@@ -123,6 +133,7 @@ async def test_a_get_callback_with_query_parameters_is_accepted(client: Client) 
         headers={"x-plivo-signature-v3": signature, "x-plivo-signature-v3-nonce": nonce},
     )
     assert response.status_code == 200
+    assert await stored_payloads(client, auth) == [dict(params)]
 
 
 async def test_a_v2_signed_callback_is_accepted(client: Client) -> None:

@@ -1,19 +1,84 @@
-"""The compose file and Dockerfile describe a runnable deployment (no Docker engine needed)."""
+"""The compose file, Dockerfile and lock files describe a safe, reproducible deployment.
+
+No Docker engine is needed: the files are parsed, and compose's variable interpolation is
+applied as compose documents it (``${VAR:-default}``, ``${VAR:?error}``).
+"""
 
 from __future__ import annotations
 
+import fnmatch
+import importlib.metadata
 import re
+import zoneinfo
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+PASSWORD = "0f3c9a1e5b7d2468ace13579bdf02468"
 
 
 def compose() -> dict[str, Any]:
     loaded: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     return loaded
+
+
+class MissingVariable(Exception):
+    """A ``${VAR:?error}`` whose variable is unset or empty: compose refuses to start."""
+
+
+_VARIABLE = re.compile(r"\$\{(?P<name>\w+)(?:(?P<op>:-|:\?)(?P<arg>[^}]*))?\}")
+
+
+def interpolate(value: str, env: Mapping[str, str]) -> str:
+    """``value`` as compose resolves it with the variables ``env``."""
+
+    def resolve(match: re.Match[str]) -> str:
+        name, op, arg = match["name"], match["op"], match["arg"]
+        if env.get(name):
+            return env[name]
+        if op == ":?":
+            raise MissingVariable(f"{name}: {arg}")
+        return arg if op == ":-" else ""
+
+    return _VARIABLE.sub(resolve, value)
+
+
+def dockerfile() -> str:
+    return (ROOT / "Dockerfile").read_text()
+
+
+def dockerignore() -> list[str]:
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+
+
+def _matches(path: str, pattern: str) -> bool:
+    """Docker's rule: a pattern is anchored at the context's root; ``**/`` is any depth."""
+    if pattern.startswith("**/"):
+        rest = pattern.removeprefix("**/")
+        return fnmatch.fnmatch(path, rest) or fnmatch.fnmatch(path, f"*/{rest}")
+    return fnmatch.fnmatch(path, pattern)
+
+
+def ignored(path: str) -> bool:
+    """Whether the build context leaves ``path`` out (itself, or a folder above it)."""
+    parts = path.split("/")
+    above = ["/".join(parts[: n + 1]) for n in range(len(parts))]
+    return any(_matches(folder, pattern) for pattern in dockerignore() for folder in above)
+
+
+def copied_sources() -> Iterator[str]:
+    """Every file or folder the Dockerfile copies from the build context."""
+    for line in dockerfile().splitlines():
+        if line.startswith("COPY "):
+            yield from line.split()[1:-1]
+
+
+# --- compose --------------------------------------------------------------------------------
 
 
 def test_compose_runs_postgres_and_the_service_built_from_this_repo() -> None:
@@ -24,20 +89,47 @@ def test_compose_runs_postgres_and_the_service_built_from_this_repo() -> None:
     assert re.match(r"postgres:\d+", services["postgres"]["image"])
 
 
-def test_compose_publishes_the_service_port_and_waits_for_a_healthy_database() -> None:
+def test_compose_waits_for_a_healthy_database_and_checks_readiness() -> None:
     ledger = compose()["services"]["ledger"]
-    assert "8000:8000" in ledger["ports"]
     assert ledger["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert "pg_isready" in " ".join(compose()["services"]["postgres"]["healthcheck"]["test"])
     assert "/ready" in " ".join(ledger["healthcheck"]["test"])
 
 
-def test_compose_points_the_service_at_its_postgres_and_requires_the_secrets() -> None:
+def test_compose_publishes_the_service_on_loopback_only_by_default() -> None:
+    [published] = compose()["services"]["ledger"]["ports"]
+    assert interpolate(published, {}) == "127.0.0.1:8000:8000"
+
+
+def test_compose_publishes_the_service_elsewhere_when_asked() -> None:
+    [published] = compose()["services"]["ledger"]["ports"]
+    assert interpolate(published, {"LEDGER_PUBLISH": "0.0.0.0:9000"}) == "0.0.0.0:9000:8000"
+
+
+@pytest.mark.parametrize(
+    ("service", "variable"), [("postgres", "POSTGRES_PASSWORD"), ("ledger", "DATABASE_URL")]
+)
+def test_compose_refuses_to_start_without_a_database_password(service: str, variable: str) -> None:
+    value = compose()["services"][service]["environment"][variable]
+    with pytest.raises(MissingVariable, match="POSTGRES_PASSWORD"):
+        interpolate(value, {})
+
+
+def test_the_service_connects_with_the_password_the_database_was_given() -> None:
+    services = compose()["services"]
+    env = {"POSTGRES_PASSWORD": PASSWORD}
+    given = interpolate(services["postgres"]["environment"]["POSTGRES_PASSWORD"], env)
+    url = interpolate(services["ledger"]["environment"]["DATABASE_URL"], env)
+    assert given == PASSWORD
+    assert url == f"postgresql://ledger:{PASSWORD}@postgres:5432/ledger"
+
+
+def test_compose_requires_the_services_secrets() -> None:
     env = compose()["services"]["ledger"]["environment"]
-    assert "@postgres:5432/" in env["DATABASE_URL"]
     assert env["LEDGER_HOST"] == "0.0.0.0"
     for required in ("PLIVO_AUTH_TOKEN", "LEDGER_PUBLIC_URL", "LEDGER_API_TOKENS"):
-        assert env[required].startswith(f"${{{required}:?"), f"{required} must be required"
+        with pytest.raises(MissingVariable, match=required):
+            interpolate(env[required], {})
 
 
 def test_every_variable_compose_sets_is_a_setting_the_service_reads() -> None:
@@ -47,12 +139,86 @@ def test_every_variable_compose_sets_is_a_setting_the_service_reads() -> None:
     assert set(env) <= SETTING_NAMES
 
 
+# --- the image ------------------------------------------------------------------------------
+
+
 def test_the_image_serves_on_the_published_port_with_a_readiness_healthcheck() -> None:
-    dockerfile = (ROOT / "Dockerfile").read_text()
-    assert "EXPOSE 8000" in dockerfile
-    assert "LEDGER_PORT=8000" in dockerfile
-    assert 'CMD ["ledger", "serve"]' in dockerfile
-    assert "HEALTHCHECK" in dockerfile
-    assert "/ready" in dockerfile
+    text = dockerfile()
+    assert "EXPOSE 8000" in text
+    assert "LEDGER_PORT=8000" in text
+    assert 'CMD ["ledger", "serve"]' in text
+    assert "HEALTHCHECK" in text
+    assert "/ready" in text
     for package in ("ledger", "projections", "api", "migrations"):
-        assert f"COPY {package} ./{package}" in dockerfile
+        assert f"COPY {package} ./{package}" in text
+
+
+def test_the_image_runs_as_a_fixed_non_root_user_that_owns_the_data_dir() -> None:
+    text = dockerfile()
+    [user] = re.findall(r"^USER (\d+):(\d+)$", text, re.MULTILINE)
+    assert user != ("0", "0")
+    assert all(int(part) > 0 for part in user)
+    assert f"--uid {user[0]}" in text
+    assert f"chown {user[0]}:{user[1]} /data" in text
+    assert "LEDGER_DATA_DIR=/data" in text
+
+
+def test_the_image_installs_exactly_the_hash_pinned_lock() -> None:
+    text = dockerfile()
+    assert "COPY requirements.lock ./" in text
+    assert "pip install --require-hashes --no-deps -r requirements.lock" in text
+    # The project itself brings nothing unpinned along.
+    assert "pip install --no-deps --no-build-isolation ." in text
+
+
+def test_the_build_context_leaves_out_secrets_data_and_local_environments() -> None:
+    for path in (".git", ".venv", ".env", ".ledger", "bench/out", "api/__pycache__"):
+        assert ignored(path), f"{path} would be sent to the Docker build"
+    for cache in (".pytest_cache", ".mypy_cache", ".ruff_cache", ".hypothesis"):
+        assert ignored(cache), f"{cache} would be sent to the Docker build"
+
+
+def test_the_build_context_keeps_everything_the_dockerfile_copies() -> None:
+    sources = list(copied_sources())
+    assert "requirements.lock" in sources
+    for source in sources:
+        assert (ROOT / source).exists(), source
+        assert not ignored(source), f"the Dockerfile copies {source}, which .dockerignore drops"
+
+
+# --- dependencies ---------------------------------------------------------------------------
+
+
+def _pins(lock: Path) -> dict[str, str]:
+    """Package → pinned version, from a lock file."""
+    found = re.findall(r"^([A-Za-z0-9._-]+)==([^\s;]+)", lock.read_text(), re.MULTILINE)
+    return {name.lower(): version for name, version in found}
+
+
+def test_every_pin_in_the_locks_carries_a_hash() -> None:
+    for lock in ("requirements.lock", "requirements-dev.lock"):
+        entries = re.split(r"\n(?=[A-Za-z0-9])", (ROOT / lock).read_text())
+        pinned = [entry for entry in entries if "==" in entry.split("\n")[0]]
+        assert pinned, lock
+        for entry in pinned:
+            assert "--hash=sha256:" in entry, f"{lock}: {entry.splitlines()[0]} has no hash"
+
+
+def test_the_dev_lock_runs_the_same_versions_as_production() -> None:
+    production = _pins(ROOT / "requirements.lock")
+    development = _pins(ROOT / "requirements-dev.lock")
+    assert {name: development.get(name) for name in production} == production
+
+
+def test_the_service_declares_zone_data_of_its_own() -> None:
+    requirements = importlib.metadata.requires("plivo-delivery-ledger") or []
+    assert any(re.fullmatch(r"tzdata\b[^;]*", requirement) for requirement in requirements)
+
+
+def test_legacy_zone_names_resolve_without_system_zone_data() -> None:
+    """Slim images have no /usr/share/zoneinfo: the tzdata package must serve."""
+    zoneinfo.reset_tzpath(to=[])
+    try:
+        assert str(zoneinfo.ZoneInfo.no_cache("US/Eastern")) == "US/Eastern"
+    finally:
+        zoneinfo.reset_tzpath()

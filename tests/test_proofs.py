@@ -107,17 +107,19 @@ async def sealed_history(client: Client, conn: psycopg.AsyncConnection[Any]) -> 
 
 
 async def test_every_sealed_event_is_proven_against_the_current_head(
-    ingest: Client, conn: psycopg.AsyncConnection[Any], auth: dict[str, str]
+    client_without_projectors: Client, conn: psycopg.AsyncConnection[Any], auth: dict[str, str]
 ) -> None:
-    messages = await sealed_history(ingest, conn)
-    head = (await ingest.get("/v1/seals/head", headers=auth)).json()
+    messages = await sealed_history(client_without_projectors, conn)
+    head = (await client_without_projectors.get("/v1/seals/head", headers=auth)).json()
     assert head["line"].startswith(f"ledger-seal-head v1 block={head['block']} ")
 
     for message in messages:
-        trail = (await ingest.get(f"/v1/messages/{message}/events", headers=auth)).json()
+        trail = (
+            await client_without_projectors.get(f"/v1/messages/{message}/events", headers=auth)
+        ).json()
         for event in trail["events"]:
             later = (
-                await ingest.get(
+                await client_without_projectors.get(
                     "/v1/seals", params={"after": event["seal"]["block"]}, headers=auth
                 )
             ).json()
@@ -125,13 +127,17 @@ async def test_every_sealed_event_is_proven_against_the_current_head(
 
 
 async def test_an_event_changed_in_transit_fails_the_proof(
-    ingest: Client, conn: psycopg.AsyncConnection[Any], auth: dict[str, str]
+    client_without_projectors: Client, conn: psycopg.AsyncConnection[Any], auth: dict[str, str]
 ) -> None:
-    [message, *_] = await sealed_history(ingest, conn)
-    head = (await ingest.get("/v1/seals/head", headers=auth)).json()
-    event = (await ingest.get(f"/v1/messages/{message}/events", headers=auth)).json()["events"][0]
+    [message, *_] = await sealed_history(client_without_projectors, conn)
+    head = (await client_without_projectors.get("/v1/seals/head", headers=auth)).json()
+    event = (
+        await client_without_projectors.get(f"/v1/messages/{message}/events", headers=auth)
+    ).json()["events"][0]
     later = (
-        await ingest.get("/v1/seals", params={"after": event["seal"]["block"]}, headers=auth)
+        await client_without_projectors.get(
+            "/v1/seals", params={"after": event["seal"]["block"]}, headers=auth
+        )
     ).json()
     assert proves(event, head, later)
 
@@ -141,10 +147,14 @@ async def test_an_event_changed_in_transit_fails_the_proof(
     assert not proves({**event, "dedup_key": forged_key}, head, later)
 
 
-async def test_an_unsealed_event_has_no_proof_yet(ingest: Client, auth: dict[str, str]) -> None:
-    [message] = await post_lifecycles(ingest, messages=1)
+async def test_an_unsealed_event_has_no_proof_yet(
+    client_without_projectors: Client, auth: dict[str, str]
+) -> None:
+    [message] = await post_lifecycles(client_without_projectors, messages=1)
 
-    trail = (await ingest.get(f"/v1/messages/{message}/events", headers=auth)).json()
+    trail = (
+        await client_without_projectors.get(f"/v1/messages/{message}/events", headers=auth)
+    ).json()
 
     assert [event["seal"] for event in trail["events"]] == [None] * trail["event_count"]
-    assert (await ingest.get("/v1/seals/head", headers=auth)).status_code == 404
+    assert (await client_without_projectors.get("/v1/seals/head", headers=auth)).status_code == 404

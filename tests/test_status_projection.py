@@ -318,6 +318,31 @@ async def test_expired_outranks_sent_but_not_a_delivery_report(conn: Conn) -> No
     assert (await status_of(conn, delivered)).status == "delivered"
 
 
+FINAL_STATUSES = ["delivered", "undelivered", "failed", "rejected"]
+
+
+@pytest.mark.parametrize("final", FINAL_STATUSES)
+async def test_read_outranks_a_final_status_that_arrives_before_it(conn: Conn, final: str) -> None:
+    # The final status carries the higher Sequence and the later time: only precedence
+    # can make read win.
+    message, projector = uuid4(), MessageStatusProjector()
+    await project(
+        conn, projector, callback(message, final, at=T0 + timedelta(minutes=1), sequence=5)
+    )
+    await project(conn, projector, callback(message, "read", at=T0, sequence=4))
+    assert (await status_of(conn, message)).status == "read"
+
+
+@pytest.mark.parametrize("final", FINAL_STATUSES)
+async def test_read_outranks_a_final_status_that_arrives_after_it(conn: Conn, final: str) -> None:
+    message, projector = uuid4(), MessageStatusProjector()
+    await project(conn, projector, callback(message, "read", at=T0, sequence=4))
+    await project(
+        conn, projector, callback(message, final, at=T0 + timedelta(minutes=1), sequence=5)
+    )
+    assert (await status_of(conn, message)).status == "read"
+
+
 async def test_milestones_and_event_times_are_the_earliest_and_latest_reported(
     conn: Conn,
 ) -> None:

@@ -12,6 +12,7 @@ import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
+from ledger.database import DatabaseUnavailable
 from ledger.events import STATUS_REPORTED, EventMeta, NewEvent
 from ledger.group_commit import GroupCommitter
 from ledger.store import Append, NonceGuard, append, read_stream
@@ -112,3 +113,29 @@ async def test_concurrent_group_commits_store_every_event_exactly_once(
     assert len({r.position for r in results}) == 200
     assert await count_events(database_url) == 200
     assert max(batch_sizes) > 1, "concurrent appends should share transactions"
+
+
+async def test_appends_queued_behind_a_pool_timeout_all_fail_at_once(database_url: str) -> None:
+    """A flusher that waited a whole pool timeout fails everything queued meanwhile too: one
+    at a time, ten callers would wait ten timeouts, far past the 8 s Plivo waits."""
+    timeout = 1.0
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        database_url, min_size=1, max_size=1, timeout=timeout, open=False
+    )
+    await pool.open(wait=True)
+    committer = GroupCommitter(pool, max_batch=1, flushers=1)
+    await committer.start()
+    try:
+        async with pool.connection():  # the only connection: no flusher can get one
+            started = asyncio.get_running_loop().time()
+            results = await asyncio.gather(
+                *(committer.append(Append(event(uuid4(), "queued", 1))) for _ in range(10)),
+                return_exceptions=True,
+            )
+            elapsed = asyncio.get_running_loop().time() - started
+    finally:
+        await committer.close()
+        await pool.close()
+    assert all(isinstance(result, DatabaseUnavailable) for result in results), results
+    assert elapsed < 3 * timeout
+    assert await count_events(database_url) == 0

@@ -53,8 +53,10 @@ def only(report: VerifyReport) -> tuple[str, int | None]:
     return finding.kind, finding.position
 
 
-async def test_an_untouched_sealed_ledger_verifies_intact(ingest: Client, conn: Conn) -> None:
-    await sealed_ledger(ingest, conn)
+async def test_an_untouched_sealed_ledger_verifies_intact(
+    client_without_projectors: Client, conn: Conn
+) -> None:
+    await sealed_ledger(client_without_projectors, conn)
     stored = await positions(conn)
 
     report = await verify(conn)
@@ -73,9 +75,9 @@ async def test_an_untouched_sealed_ledger_verifies_intact(ingest: Client, conn: 
 
 
 async def test_an_event_updated_behind_the_triggers_is_found_altered_at_its_position(
-    ingest: Client, conn: Conn
+    client_without_projectors: Client, conn: Conn
 ) -> None:
-    await sealed_ledger(ingest, conn)
+    await sealed_ledger(client_without_projectors, conn)
     target = (await positions(conn))[5]
 
     await behind_the_triggers(
@@ -86,9 +88,9 @@ async def test_an_event_updated_behind_the_triggers_is_found_altered_at_its_posi
 
 
 async def test_an_event_deleted_with_triggers_disabled_is_found_deleted(
-    ingest: Client, conn: Conn
+    client_without_projectors: Client, conn: Conn
 ) -> None:
-    await sealed_ledger(ingest, conn)
+    await sealed_ledger(client_without_projectors, conn)
     target = (await positions(conn))[2]
 
     await conn.execute("ALTER TABLE events DISABLE TRIGGER USER")
@@ -99,9 +101,9 @@ async def test_an_event_deleted_with_triggers_disabled_is_found_deleted(
 
 
 async def test_a_forged_insert_claiming_a_v3_signature_is_found_inserted(
-    ingest: Client, conn: Conn
+    client_without_projectors: Client, conn: Conn
 ) -> None:
-    await sealed_ledger(ingest, conn)
+    await sealed_ledger(client_without_projectors, conn)
     cursor = await conn.execute(
         "INSERT INTO events (message_uuid, event_type, status, occurred_at, dedup_key,"
         " payload, meta)"
@@ -115,8 +117,10 @@ async def test_a_forged_insert_claiming_a_v3_signature_is_found_inserted(
     assert only(await verify(conn)) == ("inserted", forged)
 
 
-async def test_a_forged_system_event_is_found_inserted(ingest: Client, conn: Conn) -> None:
-    await sealed_ledger(ingest, conn)
+async def test_a_forged_system_event_is_found_inserted(
+    client_without_projectors: Client, conn: Conn
+) -> None:
+    await sealed_ledger(client_without_projectors, conn)
     cursor = await conn.execute(
         "INSERT INTO events (message_uuid, event_type, status, dedup_key, payload, meta)"
         " VALUES (%s, 'message.expired', 'expired', '\\x01', '{}',"
@@ -132,8 +136,10 @@ async def test_a_forged_system_event_is_found_inserted(ingest: Client, conn: Con
     assert report.unsealed_events == 1
 
 
-async def test_a_swapped_pair_of_events_is_found_reordered(ingest: Client, conn: Conn) -> None:
-    await sealed_ledger(ingest, conn)
+async def test_a_swapped_pair_of_events_is_found_reordered(
+    client_without_projectors: Client, conn: Conn
+) -> None:
+    await sealed_ledger(client_without_projectors, conn)
     first, second = (await positions(conn))[:2]
     columns = "message_uuid, event_type, status, occurred_at, payload, meta"
     cursor = await conn.execute(
@@ -156,8 +162,10 @@ async def test_a_swapped_pair_of_events_is_found_reordered(ingest: Client, conn:
     assert only(await verify(conn)) == ("reordered", first)
 
 
-async def test_an_event_moved_in_fence_order_is_found_reordered(ingest: Client, conn: Conn) -> None:
-    await sealed_ledger(ingest, conn)
+async def test_an_event_moved_in_fence_order_is_found_reordered(
+    client_without_projectors: Client, conn: Conn
+) -> None:
+    await sealed_ledger(client_without_projectors, conn)
     first, second = (await positions(conn))[:2]
 
     # Give the second event a transaction id just below the first's: it now sorts first.
@@ -170,8 +178,10 @@ async def test_an_event_moved_in_fence_order_is_found_reordered(ingest: Client, 
     assert only(await verify(conn)) == ("reordered", first)
 
 
-async def test_a_rewritten_seal_is_found_altered_at_its_block(ingest: Client, conn: Conn) -> None:
-    await sealed_ledger(ingest, conn)
+async def test_a_rewritten_seal_is_found_altered_at_its_block(
+    client_without_projectors: Client, conn: Conn
+) -> None:
+    await sealed_ledger(client_without_projectors, conn)
     cursor = await conn.execute("SELECT positions[1] FROM seals WHERE block = 2")
     first_of_block = (await cursor.fetchone() or (None,))[0]
 
@@ -183,9 +193,9 @@ async def test_a_rewritten_seal_is_found_altered_at_its_block(ingest: Client, co
 
 
 async def test_an_event_slipped_into_a_sealed_range_is_found_inserted(
-    ingest: Client, conn: Conn
+    client_without_projectors: Client, conn: Conn
 ) -> None:
-    await sealed_ledger(ingest, conn)
+    await sealed_ledger(client_without_projectors, conn)
     cursor = await conn.execute(
         "INSERT INTO events (transaction_id, message_uuid, event_type, status, dedup_key,"
         " payload, meta) SELECT transaction_id, message_uuid, event_type, status, '\\x02',"
@@ -200,9 +210,9 @@ async def test_an_event_slipped_into_a_sealed_range_is_found_inserted(
 
 
 async def test_the_head_catches_a_full_rewrite_of_events_and_seals(
-    ingest: Client, conn: Conn
+    client_without_projectors: Client, conn: Conn
 ) -> None:
-    await sealed_ledger(ingest, conn)
+    await sealed_ledger(client_without_projectors, conn)
     newest = await last_block(conn)
     assert newest is not None
     witness = Head.parse(newest.head.line())
@@ -223,9 +233,9 @@ async def test_the_head_catches_a_full_rewrite_of_events_and_seals(
 
 
 async def test_a_head_block_missing_from_the_ledger_is_found_deleted(
-    ingest: Client, conn: Conn
+    client_without_projectors: Client, conn: Conn
 ) -> None:
-    await sealed_ledger(ingest, conn)
+    await sealed_ledger(client_without_projectors, conn)
     newest = await last_block(conn)
     assert newest is not None
     later = msgspec.structs.replace(newest.head, block=newest.block + 5)
@@ -236,9 +246,9 @@ async def test_a_head_block_missing_from_the_ledger_is_found_deleted(
 
 
 async def test_an_unsealed_event_older_than_the_grace_is_reported(
-    ingest: Client, conn: Conn
+    client_without_projectors: Client, conn: Conn
 ) -> None:
-    await post_lifecycles(ingest, messages=1)
+    await post_lifecycles(client_without_projectors, messages=1)
 
     assert (await verify(conn)).intact  # fresh: the sealer has time yet
     report = await verify(conn, unsealed_grace=timedelta(0))
@@ -246,10 +256,10 @@ async def test_an_unsealed_event_older_than_the_grace_is_reported(
 
 
 async def test_an_unsealed_v2_event_whose_body_changed_is_caught_by_its_nonce_pin(
-    ingest: Client, conn: Conn
+    client_without_projectors: Client, conn: Conn
 ) -> None:
     message = str(uuid4())
-    response = await ingest.post(
+    response = await client_without_projectors.post(
         "/plivo/status",
         content=f"MessageUUID={message}&Status=sent&Sequence=2".encode(),
         headers={
@@ -271,9 +281,9 @@ async def test_an_unsealed_v2_event_whose_body_changed_is_caught_by_its_nonce_pi
 
 
 async def test_since_a_block_only_later_blocks_and_events_are_walked(
-    ingest: Client, conn: Conn
+    client_without_projectors: Client, conn: Conn
 ) -> None:
-    await sealed_ledger(ingest, conn)
+    await sealed_ledger(client_without_projectors, conn)
     early = (await positions(conn))[0]
     await behind_the_triggers(conn, f"UPDATE events SET status = 'x' WHERE position = {early}")
 
@@ -284,8 +294,10 @@ async def test_since_a_block_only_later_blocks_and_events_are_walked(
     assert report.events == len(await positions(conn)) - BLOCK_EVENTS
 
 
-async def test_a_retired_auth_token_still_proves_old_events(ingest: Client, conn: Conn) -> None:
-    await sealed_ledger(ingest, conn)
+async def test_a_retired_auth_token_still_proves_old_events(
+    client_without_projectors: Client, conn: Conn
+) -> None:
+    await sealed_ledger(client_without_projectors, conn)
     rotated = Credentials(
         auth_tokens=("the-new-token", PLIVO_TOKEN), main_auth_tokens=(), system_keys=()
     )
