@@ -24,6 +24,7 @@ from api.problems import Problem, problem_from_http_exception, problem_from_unex
 from api.reports import daily
 from api.seals import SealController
 from api.services import Services
+from api.slow_clients import SilentConnectionReaper, body_deadline
 from api.telemetry import APPEND_BATCH, CALLBACKS
 from ledger.database import create_pool
 from ledger.group_commit import GroupCommitter
@@ -48,12 +49,21 @@ def _too_large(request: Request[Any, Any, Any], exc: RequestEntityTooLarge) -> R
     return problem_from_http_exception(request, exc)
 
 
-def create_app(settings: Settings, database_url: str, *, run_projectors: bool = True) -> Litestar:
+def create_app(
+    settings: Settings,
+    database_url: str,
+    *,
+    run_projectors: bool = True,
+    serving_port: int | None = None,
+) -> Litestar:
     """The app for one process, talking to the database at ``database_url``.
 
     With ``run_projectors`` the process also keeps the views current and runs the scheduled
     jobs (``ledger serve``); without, it only answers requests (e.g. behind ``ledger worker``).
+    ``serving_port`` is the port a server worker accepts connections on: connections there
+    that stay silent past ``LEDGER_CLIENT_TIMEOUT`` are closed (:mod:`api.slow_clients`).
     """
+    client_timeout = settings.client_timeout.total_seconds()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -82,6 +92,13 @@ def create_app(settings: Settings, database_url: str, *, run_projectors: bool = 
         )
         await committer.start()
         tokens, _ = ensure_api_tokens(settings)
+        reaper = (
+            SilentConnectionReaper(serving_port, client_timeout)
+            if serving_port is not None
+            else None
+        )
+        if reaper is not None:
+            reaper.start()
         app.state.services = Services(settings, pool, ops_pool, committer, tokens)
         try:
             async with contextlib.AsyncExitStack() as background:
@@ -91,6 +108,8 @@ def create_app(settings: Settings, database_url: str, *, run_projectors: bool = 
                     )
                 yield
         finally:
+            if reaper is not None:
+                reaper.stop()
             # In-flight appends finish before the pools go: every 200 was a commit.
             await committer.close()
             for closing in (ingest_pool, pool, ops_pool):
@@ -112,7 +131,8 @@ def create_app(settings: Settings, database_url: str, *, run_projectors: bool = 
         # masked); Litestar's default config would replace that handler and reset the level.
         logging_config=None,
         request_max_body_size=settings.max_body_bytes,
-        middleware=[drain_oversized_bodies(settings.max_body_bytes)],
+        # Outermost first: no body, however large, may take longer than the client timeout.
+        middleware=[body_deadline(client_timeout), drain_oversized_bodies(settings.max_body_bytes)],
         # Problem (a ProblemDetailsException) is answered by the plugin; the rest are mapped.
         plugins=[ProblemDetailsPlugin()],
         exception_handlers={

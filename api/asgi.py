@@ -22,4 +22,4 @@ def app() -> Litestar:
         raise SettingsError(
             "DATABASE_URL is not set: worker processes need it (ledger serve sets it for them)"
         )
-    return create_app(settings, settings.database_url)
+    return create_app(settings, settings.database_url, serving_port=settings.port)

@@ -7,16 +7,20 @@ import shutil
 import tempfile
 
 from granian.constants import Interfaces
+from granian.http import HTTP1Settings
 from granian.server.mp import MPServer
 
 from ledger.settings import Settings
 
 
-def asgi_server(target: str, *, host: str, port: int, workers: int) -> MPServer:
+def asgi_server(
+    target: str, *, host: str, port: int, workers: int, client_timeout: float = 30.0
+) -> MPServer:
     """Granian serving the ASGI app factory ``target`` ("module:function") as in production.
 
-    The benchmarks serve their no-op baseline app with this too, so that the handler is the
-    only difference between the two.
+    ``client_timeout`` bounds how long a client may take to send a request's headers, and
+    how long an idle keep-alive connection stays open. The benchmarks serve their no-op
+    baseline app with this too, so that the handler is the only difference between the two.
     """
     return MPServer(
         target,
@@ -27,6 +31,7 @@ def asgi_server(target: str, *, host: str, port: int, workers: int) -> MPServer:
         factory=True,
         log_access=False,
         backlog=2048,
+        http1_settings=HTTP1Settings(header_read_timeout=round(client_timeout * 1000)),
     )
 
 
@@ -46,7 +51,11 @@ def serve(settings: Settings, database_url: str) -> None:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     try:
         asgi_server(
-            "api.asgi:app", host=settings.host, port=settings.port, workers=settings.workers
+            "api.asgi:app",
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            client_timeout=settings.client_timeout.total_seconds(),
         ).serve()
     finally:
         if metrics_dir:
