@@ -4,9 +4,12 @@
     python3 dev.py serve [ledger serve options]   start the service (embedded Postgres by default)
     python3 dev.py test [pytest options]          lint, format check, type check, then pytest
     python3 dev.py bench [bench options]          run the benchmarks (see bench/README.md)
-    python3 dev.py ledger COMMAND ...             any ledger command (audit, replay, token, ...)
+    python3 dev.py ledger COMMAND ...             any ledger command (audit, messages, ...)
+    python3 dev.py --help                         this text
 
-Only the standard library is used here, so it runs on a fresh Python 3.11+.
+serve and ledger run in the directory you call them from, and read the checkout's .env (if
+there is one) wherever that is, so they see the same settings and data as the service the
+checkout started. Only the standard library is used here, so it runs on a fresh Python 3.11+.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import subprocess
 import sys
 import venv
 from pathlib import Path
+from typing import NoReturn
 
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
@@ -44,19 +48,32 @@ def ensure_environment() -> None:
     stamp.touch()
 
 
+def run_in_place(program: Path, args: list[str]) -> NoReturn:
+    """Become ``program``: signals (Ctrl-C, ``kill -TERM``) then reach it directly, and no
+    parent is left behind to die and orphan it."""
+    os.execv(program, [str(program), *args])  # noqa: S606 - replacing this process is the point
+
+
 def main(argv: list[str]) -> int:
     """Run the requested command inside the virtualenv; return its exit status."""
+    if argv and argv[0] in {"-h", "--help", "help"}:
+        print(__doc__)
+        return 0
     if not argv or argv[0] not in {"serve", "test", "bench", "ledger"}:
         print(__doc__, file=sys.stderr)
         return 2
     ensure_environment()
     command, rest = argv[0], argv[1:]
+    env_file = ROOT / ".env"
+    if env_file.is_file():
+        os.environ.setdefault("LEDGER_ENV_FILE", str(env_file))
     if command == "serve":
-        return subprocess.call([str(BIN / "ledger"), "serve", *rest], cwd=ROOT)
+        run_in_place(BIN / "ledger", ["serve", *rest])
     if command == "ledger":
-        return subprocess.call([str(BIN / "ledger"), *rest])
+        run_in_place(BIN / "ledger", rest)
     if command == "bench":
-        return subprocess.call([str(PYTHON), "-m", "bench", *rest], cwd=ROOT)
+        os.chdir(ROOT)  # the benchmarks are a package of the checkout, not an installed one
+        run_in_place(PYTHON, ["-m", "bench", *rest])
     return run_tests(rest)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,19 @@ def test_serve_refuses_zero_instead_of_falling_back_to_the_default(
         f"ledger: error: Invalid value for '{option}': 0 is not in the range {limit} "
         "(see 'ledger serve --help')"
     ]
+
+
+def test_dev_py_help_prints_its_usage_and_succeeds() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "dev.py"), "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    assert result.returncode == 0
+    assert "python3 dev.py serve" in result.stdout
+    assert "python3 dev.py ledger COMMAND" in result.stdout
 
 
 # --- Settings, data location and the database ------------------------------------------------
