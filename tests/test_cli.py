@@ -207,6 +207,15 @@ def test_migrate_names_what_it_applied_once(empty_database_url: str, tmp_path: P
     assert "migration" not in result.stderr
 
 
+def test_migrating_the_embedded_server_says_what_it_applied_and_nothing_else(
+    tmp_path: Path,
+) -> None:
+    result = run_ledger("migrate", cwd=tmp_path, env={"LEDGER_DATA_DIR": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "applied 001_events, 002_projections, 003_runner\n"
+    assert result.stderr == ""  # no warning from platformdirs, no migration logged again
+
+
 @pytest.mark.parametrize(
     "command",
     [
