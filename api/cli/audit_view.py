@@ -57,8 +57,9 @@ def render_audit(report: AuditReport) -> RenderableType:
 
 
 def styled_status(status: str | None) -> Text:
-    """A status in its colour; ``-`` when there is none."""
-    return Text(status or "-", style=STATUS_STYLES.get(status or "", ""))
+    """A status in its colour (a span, so that text appended to it keeps its own style);
+    ``-`` when there is none."""
+    return Text.assemble((status or "-", STATUS_STYLES.get(status or "", "")))
 
 
 def show_number(number: str | None, *, show_numbers: bool) -> str:
@@ -83,7 +84,7 @@ def add_summary(
     """Add the rows saying what a message is now: status, error and its meaning, numbers,
     charges and time to deliver (``ledger audit`` and ``ledger status`` both show them)."""
     status = styled_status(view.status)
-    status.append(f" since {show_time(view.status_at, zone)} ({zone.key})", style="")
+    status.append(f" since {show_time(view.status_at, zone)} ({zone.key})")
     grid.add_row("status", status)
     error = f"{view.error_code}: {view.error_description}" if view.error_code else "none"
     grid.add_row("error", error)

@@ -153,8 +153,8 @@ def simulate(
     show(f"seed {seed} (repeat this run with --seed {seed})")
     if report.by_status.get(403):
         raise CommandError(
-            f"signature refused: does LEDGER_PUBLIC_URL match the server's? "
-            f"(signed for {callback_url})"
+            "signature refused: do LEDGER_PUBLIC_URL and PLIVO_AUTH_TOKEN match the "
+            f"server's? (signed with them for {callback_url})"
         )
     if set(report.by_status) - {200}:
         raise CommandError("some callbacks were not acknowledged (see the answers above)")

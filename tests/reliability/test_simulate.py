@@ -144,7 +144,7 @@ async def test_refused_signatures_point_at_the_public_url(
     )
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
-        "ledger: error: signature refused: does LEDGER_PUBLIC_URL match the server's? "
-        "(signed for http://localhost:8000/plivo/status)"
+        "ledger: error: signature refused: do LEDGER_PUBLIC_URL and PLIVO_AUTH_TOKEN match "
+        "the server's? (signed with them for http://localhost:8000/plivo/status)"
     ]
     assert await event_count(database_url) == 0
