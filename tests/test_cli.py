@@ -131,6 +131,20 @@ def test_dev_py_help_prints_its_usage_and_succeeds() -> None:
     assert "python3 dev.py ledger COMMAND" in result.stdout
 
 
+def test_dev_py_ledger_help_shows_the_cli_help(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "dev.py"), "ledger", "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Usage: ledger [OPTIONS] COMMAND" in result.stdout
+    assert "Support and analysts" in result.stdout
+
+
 # --- Settings, data location and the database ------------------------------------------------
 
 
