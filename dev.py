@@ -4,14 +4,17 @@
     python3 dev.py serve [ledger serve options]   start the service (embedded Postgres by default)
     python3 dev.py test [pytest options]          lint, format check, type check, then pytest
     python3 dev.py bench [bench options]          run the benchmarks (see bench/README.md)
-    python3 dev.py ledger COMMAND ...             any ledger command (audit, replay, token, ...)
+    python3 dev.py ledger COMMAND ...             any ledger command (audit, messages, ...)
     python3 dev.py lock [uv options]              re-pin requirements.lock and requirements-dev.lock
                                                   after a change to pyproject.toml's dependencies
                                                   (--upgrade or --upgrade-package NAME to move pins)
+    python3 dev.py --help                         this text
 
 The virtualenv gets exactly what requirements-dev.lock pins (hash-checked), then the project
-itself in editable mode. Only the standard library is used here, so it runs on a fresh
-Python 3.11+.
+itself in editable mode. serve and ledger run in the directory you call them from, and read
+the checkout's .env (if there is one) wherever that is, so they see the same settings and data
+as the service the checkout started. Only the standard library is used here, so it runs on a
+fresh Python 3.11+.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import sys
 import tomllib
 import venv
 from pathlib import Path
+from typing import NoReturn
 
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
@@ -118,8 +122,17 @@ def lock(uv_args: list[str]) -> int:
     return 0
 
 
+def run_in_place(program: Path, args: list[str]) -> NoReturn:
+    """Become ``program``: signals (Ctrl-C, ``kill -TERM``) then reach it directly, and no
+    parent is left behind to die and orphan it."""
+    os.execv(program, [str(program), *args])  # noqa: S606 - replacing this process is the point
+
+
 def main(argv: list[str]) -> int:
     """Run the requested command inside the virtualenv; return its exit status."""
+    if argv and argv[0] in {"-h", "--help", "help"}:
+        print(__doc__)
+        return 0
     if not argv or argv[0] not in {"serve", "test", "bench", "ledger", "lock"}:
         print(__doc__, file=sys.stderr)
         return 2
@@ -127,12 +140,16 @@ def main(argv: list[str]) -> int:
     ensure_environment(require_current_lock=command != "lock")
     if command == "lock":
         return lock(rest)
+    env_file = ROOT / ".env"
+    if env_file.is_file():
+        os.environ.setdefault("LEDGER_ENV_FILE", str(env_file))
     if command == "serve":
-        return subprocess.call([str(BIN / "ledger"), "serve", *rest], cwd=ROOT)
+        run_in_place(BIN / "ledger", ["serve", *rest])
     if command == "ledger":
-        return subprocess.call([str(BIN / "ledger"), *rest])
+        run_in_place(BIN / "ledger", rest)
     if command == "bench":
-        return subprocess.call([str(PYTHON), "-m", "bench", *rest], cwd=ROOT)
+        os.chdir(ROOT)  # the benchmarks are a package of the checkout, not an installed one
+        run_in_place(PYTHON, ["-m", "bench", *rest])
     return run_tests(rest)
 
 

@@ -92,21 +92,45 @@ class MessageController(Controller):
         *,
         svc: NamedDependency[Services],
         status: FromQuery[str | None] = None,
-        from_number: Annotated[str | None, QueryParameter(name="from")] = None,
-        to_number: Annotated[str | None, QueryParameter(name="to")] = None,
+        from_number: Annotated[
+            str | None,
+            QueryParameter(
+                name="from",
+                description="Sender, as Plivo stores it (14155550100) or as dialled "
+                "(+14155550100, +1 (415) 555-0100), or an alphanumeric sender id.",
+            ),
+        ] = None,
+        to_number: Annotated[
+            str | None,
+            QueryParameter(
+                name="to",
+                description="Recipient, as Plivo stores it (14155550100) or as dialled "
+                "(+14155550100, +1 (415) 555-0100).",
+            ),
+        ] = None,
+        error_code: Annotated[
+            str | None,
+            QueryParameter(description="The current Plivo error code, e.g. 30 (spam)."),
+        ] = None,
         since: FromQuery[datetime | None] = None,
         until: FromQuery[datetime | None] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE)] = 50,
         cursor: FromQuery[str | None] = None,
     ) -> MessagePage:
         """A page of messages matching every filter given."""
-        for name, value in (("status", status), ("from", from_number), ("to", to_number)):
+        for name, value in (
+            ("status", status),
+            ("from", from_number),
+            ("to", to_number),
+            ("error_code", error_code),
+        ):
             if value is not None and "\x00" in value:
                 raise Problem(400, f"{name} contains a NUL character: send plain text.", field=name)
         query = MessageQuery(
             status=status,
             from_number=from_number,
             to_number=to_number,
+            error_code=error_code,
             since=since,
             until=until,
             limit=limit,

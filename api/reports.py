@@ -6,7 +6,7 @@ import csv
 import io
 from collections.abc import Sequence
 from datetime import date
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 from litestar import Request, Response, get
 from litestar.di import NamedDependency, Provide
@@ -15,8 +15,10 @@ from litestar.params import FromQuery, QueryParameter
 from api.auth import require_token
 from api.problems import Problem, problem_responses
 from api.services import Services, services
+from ledger.error_codes import ERROR_CODES
+from projections.fold import STATUS_RANKS
 from projections.queries import daily_metrics
-from projections.views import DailyMetrics
+from projections.views import NO_STATUS, DailyMetrics
 
 CSV = "text/csv"
 
@@ -37,25 +39,35 @@ def check_range(start: date, end: date, max_days: int) -> None:
         )
 
 
+#: The CSV's status columns: every status Plivo documents (and our own ``expired``), in
+#: precedence order, then messages with no status yet and any status not listed here.
+CSV_STATUSES: Final = (*STATUS_RANKS, NO_STATUS)
+#: The CSV's error-code columns: every code of :data:`ledger.error_codes.ERROR_CODES`, then
+#: any other code.
+CSV_ERROR_CODES: Final = tuple(ERROR_CODES)
+#: The CSV's header, whatever the range holds.
+CSV_COLUMNS: Final = (
+    "day",
+    "messages",
+    "delivery_rate",
+    "units",
+    "total_amount",
+    "p50_seconds",
+    "p95_seconds",
+    *(f"status_{status}" for status in CSV_STATUSES),
+    "status_other",
+    *(f"error_{code}" for code in CSV_ERROR_CODES),
+    "error_other",
+)
+
+
 def metrics_csv(rows: Sequence[DailyMetrics]) -> str:
-    """One CSV line per day; a column per status and per error code seen in the range."""
-    statuses = sorted({status for row in rows for status in row.statuses})
-    codes = sorted({code for row in rows for code in row.error_codes}, key=lambda c: (len(c), c))
+    """One CSV line per day, under a fixed header (the same columns whatever the range
+    holds): a column per known status and per documented error code, plus ``status_other``
+    and ``error_other`` for anything else, so a day's status columns sum to its messages."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(
-        [
-            "day",
-            "messages",
-            "delivery_rate",
-            "units",
-            "total_amount",
-            "p50_seconds",
-            "p95_seconds",
-            *(f"status_{status}" for status in statuses),
-            *(f"error_{code}" for code in codes),
-        ]
-    )
+    writer.writerow(CSV_COLUMNS)
     for row in rows:
         writer.writerow(
             [
@@ -66,11 +78,17 @@ def metrics_csv(rows: Sequence[DailyMetrics]) -> str:
                 row.total_amount,
                 "" if row.p50_seconds is None else f"{row.p50_seconds:.1f}",
                 "" if row.p95_seconds is None else f"{row.p95_seconds:.1f}",
-                *(row.statuses.get(status, 0) for status in statuses),
-                *(row.error_codes.get(code, 0) for code in codes),
+                *(row.statuses.get(status, 0) for status in CSV_STATUSES),
+                _others(row.statuses, CSV_STATUSES),
+                *(row.error_codes.get(code, 0) for code in CSV_ERROR_CODES),
+                _others(row.error_codes, CSV_ERROR_CODES),
             ]
         )
     return out.getvalue()
+
+
+def _others(counts: dict[str, int], listed: Sequence[str]) -> int:
+    return sum(count for key, count in counts.items() if key not in listed)
 
 
 @get(

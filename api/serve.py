@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
+import socket
 import tempfile
 
 from granian.constants import Interfaces
@@ -11,6 +13,45 @@ from granian.http import HTTP1Settings
 from granian.server.mp import MPServer
 
 from ledger.settings import Settings
+
+
+class PortUnavailable(Exception):
+    """The address to serve on cannot be bound; the message says why and what to do."""
+
+
+def ensure_port_free(host: str, port: int) -> None:
+    """Refuse to serve where something already listens.
+
+    Granian binds with SO_REUSEPORT, so a second server on a taken port would start without
+    error and the kernel would split the traffic between the two (with two databases, each
+    would hold part of it). A plain bind, without SO_REUSEPORT, fails if anything holds the
+    port, whichever program it is. SO_REUSEADDR only lets it past connections of a server
+    that just stopped (TIME_WAIT), as granian itself gets past them.
+    """
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as error:
+        raise PortUnavailable(
+            f"cannot listen on {host}:{port}: {error.strerror}: set --host or LEDGER_HOST to "
+            "an address of this machine, e.g. 127.0.0.1 or 0.0.0.0"
+        ) from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                raise PortUnavailable(
+                    f"port {port} on {host} is already in use (by another 'ledger serve' or "
+                    "another program): stop it, or choose another port with --port or "
+                    "LEDGER_PORT"
+                ) from None
+            raise PortUnavailable(
+                f"cannot listen on {host}:{port}: {error.strerror}: choose another address "
+                "with --host/--port (ports below 1024 need privileges)"
+            ) from None
 
 
 def asgi_server(

@@ -20,6 +20,10 @@ Params = list[tuple[str, str]]
 
 #: Final outcomes and how often each happens in the simulated traffic.
 OUTCOMES = (("delivered", 0.80), ("undelivered", 0.08), ("failed", 0.07), ("sent", 0.05))
+#: The longest a carrier takes to report (delays are exponential, mean 8 s, cut off here).
+MAX_REPORT_DELAY_SECONDS = 120.0
+#: The longest a simulated lifecycle lasts, from MessageTime to its last callback.
+LONGEST_LIFECYCLE = timedelta(seconds=0.5 + 3 + MAX_REPORT_DELAY_SECONDS)
 UNDELIVERED_CODES = ("20", "30", "50", "70", "80", "90", "100", "200")
 FAILED_CODES = ("10", "40", "420", "450", "900", "1000")
 PLIVO_TIME = "%Y-%m-%d %H:%M:%S.%f"
@@ -34,15 +38,30 @@ class SignedCallback(msgspec.Struct, frozen=True):
     headers: dict[str, str]
 
 
-def lifecycle(rng: random.Random, start: datetime, message_uuid: str | None = None) -> list[Params]:
-    """The callbacks Plivo sends for one outbound SMS, in the order Plivo generates them."""
+def lifecycle(
+    rng: random.Random,
+    start: datetime,
+    message_uuid: str | None = None,
+    *,
+    outcome: str | None = None,
+    to_number: str | None = None,
+) -> list[Params]:
+    """The callbacks Plivo sends for one outbound SMS, in the order Plivo generates them.
+
+    The message is sent at ``start`` and its last callback comes at most
+    :data:`LONGEST_LIFECYCLE` later. ``outcome`` (one of :data:`OUTCOMES`) and ``to_number``
+    fix what is otherwise drawn at random; ``rng`` is drawn from the same way either way.
+    """
     message_uuid = message_uuid or str(uuid.UUID(int=rng.getrandbits(128), version=4))
-    outcome = rng.choices([o for o, _ in OUTCOMES], [w for _, w in OUTCOMES])[0]
+    drawn = rng.choices([o for o, _ in OUTCOMES], [w for _, w in OUTCOMES])[0]
+    outcome = outcome or drawn
     units = rng.choice((1, 1, 1, 2, 3))
     rate = Decimal("0.00350")
+    sender = "1415555" + f"{rng.randrange(10_000):04d}"
+    recipient = "9198" + f"{rng.randrange(100_000_000):08d}"
     common = [
-        ("From", "1415555" + f"{rng.randrange(10_000):04d}"),
-        ("To", "9198" + f"{rng.randrange(100_000_000):08d}"),
+        ("From", sender),
+        ("To", to_number or recipient),
         ("MessageUUID", message_uuid),
         ("ParentMessageUUID", message_uuid),
         ("PartInfo", "1 of 1"),
@@ -61,7 +80,8 @@ def lifecycle(rng: random.Random, start: datetime, message_uuid: str | None = No
     else:
         steps.append(("sent", "SentTime", sent_at))
         if outcome != "sent":
-            reported = sent_at + timedelta(seconds=rng.expovariate(1 / 8))
+            delay = min(rng.expovariate(1 / 8), MAX_REPORT_DELAY_SECONDS)
+            reported = sent_at + timedelta(seconds=delay)
             steps.append((outcome, "DeliveryReportTime", reported))
     callbacks = []
     for sequence, (status, time_field, at) in enumerate(steps, start=1):
@@ -103,11 +123,13 @@ def sign(params: Params, *, url: str, auth_token: str) -> SignedCallback:
 
 
 class Traffic(msgspec.Struct, frozen=True):
-    """A planned run: the callbacks to send, in sending order."""
+    """A planned run: the callbacks to send, in sending order, and each message's outcome."""
 
     callbacks: list[SignedCallback]
     messages: int
     duplicates: int
+    #: MessageUUID → its final outcome (an entry of :data:`OUTCOMES`), in planning order.
+    outcomes: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 def plan_traffic(
@@ -119,28 +141,48 @@ def plan_traffic(
     shuffle: bool = True,
     seed: int = 0,
     start: datetime | None = None,
+    spread: timedelta = timedelta(hours=1),
+    recipients: Sequence[str] = (),
 ) -> Traffic:
-    """Lifecycles for ``messages`` messages, with retried duplicates and per-message reordering."""
+    """Lifecycles for ``messages`` messages, with retried duplicates and per-message reordering.
+
+    Messages are sent within ``spread`` from ``start``; by default ``start`` is early enough
+    that every callback's timestamps are in the past. Each number of ``recipients`` (as Plivo
+    writes them: ``14155550100``) also gets one message of each outcome of :data:`OUTCOMES`.
+    """
     rng = random.Random(seed)  # noqa: S311 - test traffic, not cryptography
-    start = start or datetime.now(UTC) - timedelta(minutes=5)
-    callbacks = [
-        sign(params, url=url, auth_token=auth_token)
-        for _ in range(messages)
-        for params in lifecycle(rng, start + timedelta(seconds=rng.randrange(3600)))
-    ]
+    spread_seconds = max(1, int(spread.total_seconds()))
+    if start is None:
+        start = datetime.now(UTC) - LONGEST_LIFECYCLE - timedelta(seconds=spread_seconds)
+    plans: list[tuple[str | None, str | None]] = [(None, None)] * messages
+    plans += [(outcome, number) for number in recipients for outcome, _ in OUTCOMES]
+    callbacks: list[SignedCallback] = []
+    outcomes: dict[str, str] = {}
+    for outcome, number in plans:
+        at = start + timedelta(seconds=rng.randrange(spread_seconds))
+        steps = lifecycle(rng, at, outcome=outcome, to_number=number)
+        signed = [sign(params, url=url, auth_token=auth_token) for params in steps]
+        outcomes[signed[0].message_uuid] = signed[-1].status
+        callbacks += signed
     duplicates = [rng.choice(callbacks) for _ in range(int(len(callbacks) * duplicate_ratio))]
     callbacks += duplicates
     if shuffle:
         rng.shuffle(callbacks)
-    return Traffic(callbacks, messages, len(duplicates))
+    return Traffic(callbacks, len(plans), len(duplicates), outcomes)
 
 
 class SendReport(msgspec.Struct, frozen=True):
-    """What a run of traffic got back from the server."""
+    """What a run of traffic got back from the server: answers by HTTP status (0 for no
+    answer) and, among the 200s, by result (``appended`` or ``duplicate``)."""
 
     sent: int
     by_status: dict[int, int]
     seconds: float
+    by_result: dict[str, int] = msgspec.field(default_factory=dict)
+
+
+class _Answer(msgspec.Struct):
+    result: str = "unknown"
 
 
 async def send(
@@ -155,6 +197,7 @@ async def send(
     for callback in traffic:
         queue.put_nowait(callback)
     by_status: dict[int, int] = {}
+    by_result: dict[str, int] = {}
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
 
     async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30) as client:
@@ -170,8 +213,16 @@ async def send(
                 except httpx.TransportError:
                     code = 0
                 by_status[code] = by_status.get(code, 0) + 1
+                if code == 200:
+                    try:
+                        result = msgspec.json.decode(response.content, type=_Answer).result
+                    except msgspec.DecodeError:
+                        result = "unknown"
+                    by_result[result] = by_result.get(result, 0) + 1
 
         started = asyncio.get_running_loop().time()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         seconds = asyncio.get_running_loop().time() - started
-    return SendReport(len(traffic), dict(sorted(by_status.items())), seconds)
+    return SendReport(
+        len(traffic), dict(sorted(by_status.items())), seconds, dict(sorted(by_result.items()))
+    )

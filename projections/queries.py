@@ -18,6 +18,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from ledger.error_codes import describe_error
+from ledger.phone_numbers import normalise_number
 from projections.fold import LATENCY_BOUNDS, NOT_DELIVERED
 from projections.metrics import COUNTS
 from projections.status import TABLE
@@ -32,6 +33,8 @@ from projections.views import (
 
 #: The outcomes a delivery rate is taken over: delivered against every final failure.
 DELIVERY_OUTCOMES: Final = ("delivered", "undelivered", "failed", "rejected", "expired")
+#: Current statuses of a message still on its way: no final outcome reported yet.
+IN_FLIGHT: Final = ("submitted", "queued", "sent", NO_STATUS)
 
 _STATUS_COLUMNS = sql.SQL(", ").join(
     sql.Identifier(name) for name in MessageStatus.__struct_fields__ if name != "error_description"
@@ -79,6 +82,8 @@ def _decode_cursor(cursor: str) -> tuple[datetime, UUID]:
 async def search_messages(conn: psycopg.AsyncConnection[Any], query: MessageQuery) -> MessagePage:
     """A page of messages matching ``query``, newest first by first event time.
 
+    Numbers match however they were typed (``+1 (415) 555-0100`` finds Plivo's
+    ``14155550100``): both go through :func:`~ledger.phone_numbers.normalise_number`.
     Keyset pagination on (first_event_at, message_uuid), which is unique, so pages neither
     repeat nor skip rows while the view holds still. A message whose first event time moves
     (a late callback from earlier) moves in the order, as it should. Raises
@@ -91,8 +96,9 @@ async def search_messages(conn: psycopg.AsyncConnection[Any], query: MessageQuer
     params: list[Any] = []
     for column, value in (
         ("status", query.status.strip().lower() if query.status else None),
-        ("from_number", query.from_number),
-        ("to_number", query.to_number),
+        ("from_number", normalise_number(query.from_number) if query.from_number else None),
+        ("to_number", normalise_number(query.to_number) if query.to_number else None),
+        ("error_code", query.error_code.strip() if query.error_code else None),
     ):
         if value is not None:
             conditions.append(sql.SQL("{} = %s").format(sql.Identifier(column)))

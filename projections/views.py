@@ -48,12 +48,14 @@ class MessageStatus(msgspec.Struct, frozen=True, kw_only=True):
 
 class MessageQuery(msgspec.Struct, frozen=True, kw_only=True):
     """A search of the status view. Every filter is optional; ``since`` is inclusive and
-    ``until`` exclusive, both on the message's first event time. ``cursor`` is the
-    ``next_cursor`` of the previous page."""
+    ``until`` exclusive, both on the message's first event time. Numbers may be written any
+    way a person dials them (see :func:`ledger.phone_numbers.normalise_number`); the error
+    code is the current one. ``cursor`` is the ``next_cursor`` of the previous page."""
 
     status: str | None = None
     from_number: str | None = None
     to_number: str | None = None
+    error_code: str | None = None
     since: datetime | None = None
     until: datetime | None = None
     limit: int = 50

@@ -12,8 +12,10 @@ import contextlib
 import itertools
 import os
 import random
+import subprocess
+import sys
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -92,15 +94,32 @@ def template_database(server_url: str) -> Iterator[str]:
         admin.execute(f'DROP DATABASE IF EXISTS "{_TEMPLATE}" WITH (FORCE)')
 
 
+@contextlib.contextmanager
+def _database(server_url: str, prefix: str, template: str | None = None) -> Iterator[str]:
+    """A database of its own (a copy of ``template``, else empty), dropped afterwards."""
+    name = f"{prefix}_{os.getpid()}_{next(_counter)}"
+    copy = f' TEMPLATE "{template}"' if template else ""
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"{copy}')
+    try:
+        yield database_url_for(server_url, name)
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture
 def database_url(server_url: str, template_database: str) -> Iterator[str]:
     """URL of a fresh, migrated database for this test alone."""
-    name = f"ledger_test_{os.getpid()}_{next(_counter)}"
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
-    yield database_url_for(server_url, name)
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with _database(server_url, "ledger_test", template_database) as url:
+        yield url
+
+
+@pytest.fixture
+def empty_database_url(server_url: str) -> Iterator[str]:
+    """URL of a database of its own that no migration has touched."""
+    with _database(server_url, "ledger_empty") as url:
+        yield url
 
 
 @pytest.fixture
@@ -191,3 +210,36 @@ async def count_events(database_url: str) -> int:
         row = await (await connection.execute("SELECT count(*) FROM events")).fetchone()
     assert row is not None
     return int(row[0])
+
+
+async def wait_for_views(database_url: str, position: int, *, within: float = 10.0) -> None:
+    """Wait until every view has applied the event at ``position``."""
+    from projections.progress import has_applied
+    from projections.registry import PROJECTORS
+
+    deadline = asyncio.get_running_loop().time() + within
+    async with connect(database_url) as connection:
+        while True:
+            applied = [await has_applied(connection, p.name, position) for p in PROJECTORS]
+            if all(applied):
+                return
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"the views did not apply position {position} in {within} s")
+            await asyncio.sleep(0.02)
+
+
+def run_ledger(
+    *args: str, cwd: Path, env: Mapping[str, str], timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run ``ledger ARGS`` (as ``python -m api.cli``) in ``cwd`` with only ``env`` and PATH, as a
+    person would from a shell; stdout and stderr are pipes, so the output is the plain text
+    a script sees."""
+    return subprocess.run(
+        [sys.executable, "-m", "api.cli", *args],
+        capture_output=True,
+        text=True,
+        env={"PATH": os.environ["PATH"], **env},
+        timeout=timeout,
+        check=False,
+        cwd=cwd,
+    )

@@ -113,6 +113,33 @@ async def test_filters_select_by_status_sender_recipient_and_first_event_time(
     assert set(await search_all(conn, before)) == {early, late}
 
 
+async def test_numbers_match_however_they_are_written(conn: Conn) -> None:
+    mine, other = uuid4(), uuid4()
+    await project(
+        conn,
+        MessageStatusProjector(),
+        callback(mine, "delivered", at=T0, sender="18005550199", recipient="14155550100"),
+        callback(other, "delivered", at=T0, recipient="14155550101"),
+    )
+    for typed in ("+14155550100", "+1 415 555 0100", "+1 (415) 555-0100"):
+        assert await search_all(conn, MessageQuery(to_number=typed)) == [mine]
+    assert await search_all(conn, MessageQuery(from_number="+1 800 555 0199")) == [mine]
+
+
+async def test_the_error_code_filter_selects_by_the_current_error_code(conn: Conn) -> None:
+    spam, unreachable, recovered = uuid4(), uuid4(), uuid4()
+    await project(
+        conn,
+        MessageStatusProjector(),
+        callback(spam, "undelivered", at=T0, error_code="30"),
+        callback(unreachable, "undelivered", at=T0, error_code="50"),
+        callback(recovered, "undelivered", at=T0, sequence=3, error_code="30"),
+        callback(recovered, "delivered", at=T0, sequence=4),
+    )
+    assert await search_all(conn, MessageQuery(error_code=" 30")) == [spam]
+    assert await search_all(conn, MessageQuery(error_code="50")) == [unreachable]
+
+
 async def test_a_cursor_that_was_not_handed_out_is_refused(conn: Conn) -> None:
     for cursor in ("not base64!", "bm90IGpzb24", "WzEsMl0"):
         with pytest.raises(InvalidCursor):

@@ -109,6 +109,30 @@ async def test_search_pages_through_every_match_once(client: Client, auth: dict[
     assert seen == list(reversed(messages))
 
 
+@pytest.mark.parametrize("typed", ["+14155550100", "14155550100", "+1 (415) 555-0100"])
+async def test_search_finds_a_recipient_written_as_people_dial_it(
+    client: Client, auth: dict[str, str], typed: str
+) -> None:
+    mine = lifecycle(random.Random(4), DAY, MESSAGE, outcome="undelivered", to_number="14155550100")
+    other = lifecycle(random.Random(5), DAY, to_number="14155550101")
+    last = max([await send(client, step) for step in [*mine, *other]])
+    await read_status(client, auth, MESSAGE, last)
+    response = await client.get("/v1/messages", params={"to": typed}, headers=auth)
+    assert [item["message_uuid"] for item in response.json()["items"]] == [MESSAGE]
+
+
+async def test_search_filters_by_error_code(client: Client, auth: dict[str, str]) -> None:
+    failed = lifecycle(random.Random(4), DAY, MESSAGE, outcome="undelivered")
+    last = max([await send(client, step) for step in failed])
+    await deliver(client, "00000000-0000-4000-8000-000000000001")
+    status = await read_status(client, auth, MESSAGE, last)
+    code = status["error_code"]
+    response = await client.get("/v1/messages", params={"error_code": code}, headers=auth)
+    assert [item["message_uuid"] for item in response.json()["items"]] == [MESSAGE]
+    none = await client.get("/v1/messages", params={"error_code": "1"}, headers=auth)
+    assert none.json()["items"] == []
+
+
 async def test_search_refuses_a_forged_cursor(client: Client, auth: dict[str, str]) -> None:
     response = await client.get("/v1/messages", params={"cursor": "bogus"}, headers=auth)
     assert response.status_code == 400

@@ -1,0 +1,153 @@
+"""Analysts' reads: ``ledger metrics``."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+
+import rich_click as click
+from rich.table import Table
+
+from api.cli.common import CommandError, pass_settings, print_json, read, show, table
+from api.cli.times import NotATime, day_in, parse_when
+from api.reports import RangeError, check_range, metrics_csv
+from ledger.settings import Settings
+from projections.queries import DELIVERY_OUTCOMES, IN_FLIGHT, daily_metrics, histogram_quantile
+from projections.views import DailyMetrics
+
+#: Statuses that always have a column; any other final status seen in the range gets one too,
+#: and the rest (queued, sent, …) are summed as "in flight", so that the columns add up to
+#: the messages.
+_ALWAYS = ("delivered", "undelivered", "failed", "expired")
+_DAYS_BY_DEFAULT = 7
+
+
+def _day(option: str, text: str, settings: Settings, now: datetime) -> date:
+    try:
+        return day_in(parse_when(text, now=now, zone=settings.zone), settings.zone)
+    except NotATime as error:
+        raise CommandError(f"{option} {error}") from None
+
+
+class _Totals:
+    """Sums over the days shown, for the table's last row."""
+
+    def __init__(self, rows: Sequence[DailyMetrics]) -> None:
+        self.messages = sum(row.messages for row in rows)
+        self.statuses: dict[str, int] = {}
+        for row in rows:
+            for name, count in row.statuses.items():
+                self.statuses[name] = self.statuses.get(name, 0) + count
+        outcomes = sum(self.statuses.get(name, 0) for name in DELIVERY_OUTCOMES)
+        self.delivery_rate = self.statuses.get("delivered", 0) / outcomes if outcomes else None
+        histogram = [sum(counts) for counts in zip(*_histograms(rows), strict=True)]
+        self.p50 = histogram_quantile(0.5, histogram) if histogram else None
+        self.p95 = histogram_quantile(0.95, histogram) if histogram else None
+        self.units = sum(row.units for row in rows)
+        self.amount = sum((row.total_amount for row in rows), Decimal(0))
+
+
+def _histograms(rows: Sequence[DailyMetrics]) -> list[list[int]]:
+    return [[bucket.count for bucket in row.latency_histogram] for row in rows]
+
+
+def _rate(rate: float | None) -> str:
+    return "-" if rate is None else f"{rate:.1%}"
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def metrics_table(rows: Sequence[DailyMetrics], zone: str) -> Table:
+    """One line per day and a total: every message counted once, at its current status."""
+    extra = sorted({name for row in rows for name in row.statuses} - set(_ALWAYS) - set(IN_FLIGHT))
+    counted = (*_ALWAYS, *extra)
+    numbers = ("messages", *counted, "in flight", "rate", "p50 s", "p95 s", "units", "amount")
+    grid = table(f"day ({zone})", *numbers, right=numbers)
+    for row in rows:
+        grid.add_row(
+            row.day.isoformat(),
+            str(row.messages),
+            *(str(row.statuses.get(name, 0)) for name in counted),
+            str(sum(row.statuses.get(name, 0) for name in IN_FLIGHT)),
+            _rate(row.delivery_rate),
+            _seconds(row.p50_seconds),
+            _seconds(row.p95_seconds),
+            str(row.units),
+            str(row.total_amount),
+        )
+    total = _Totals(rows)
+    grid.add_section()
+    grid.add_row(
+        "total",
+        str(total.messages),
+        *(str(total.statuses.get(name, 0)) for name in counted),
+        str(sum(total.statuses.get(name, 0) for name in IN_FLIGHT)),
+        _rate(total.delivery_rate),
+        _seconds(total.p50),
+        _seconds(total.p95),
+        str(total.units),
+        str(total.amount),
+        style="bold",
+    )
+    grid.caption = (
+        "in flight: submitted, queued, sent or no status yet. "
+        "rate: delivered / (delivered + undelivered + failed + rejected + expired). "
+        "p50/p95: time from the first event to delivered."
+    )
+    grid.caption_justify = "left"
+    return grid
+
+
+@click.command()
+@click.option("--start", metavar="DAY", help="First day (default: 6 days before --end).")
+@click.option(
+    "--end", metavar="DAY", help="Last day, included (default: today in LEDGER_TIMEZONE)."
+)
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV with a fixed set of columns.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON, as GET /v1/metrics/daily.")
+@pass_settings
+def metrics(
+    settings: Settings, *, start: str | None, end: str | None, as_csv: bool, as_json: bool
+) -> None:
+    """Daily delivery metrics: messages, outcomes, delivery rate, time to deliver, charges.
+
+    A message counts on the day of its first event (in LEDGER_TIMEZONE), once, at its
+    current status; "in flight" holds those without a final status yet, so the status
+    columns add up to the messages. Days are written 2026-11-23, today, yesterday or 7d
+    (seven days ago). The CSV has the same columns whatever the range holds: one per known
+    status and per documented Plivo error code, plus status_other and error_other.
+
+    Examples:
+
+    ```
+    ledger metrics                                   # the last 7 days
+    ledger metrics --start 2026-11-01 --end 2026-11-30 --csv > november.csv
+    ledger metrics --start yesterday --end yesterday --json
+    ```
+    """
+    if as_csv and as_json:
+        raise CommandError("--csv and --json are exclusive: choose one")
+    now = datetime.now(UTC)
+    end_day = _day("--end", end, settings, now) if end else day_in(now, settings.zone)
+    start_day = (
+        _day("--start", start, settings, now)
+        if start
+        else end_day - timedelta(days=_DAYS_BY_DEFAULT - 1)
+    )
+    try:
+        check_range(start_day, end_day, settings.metrics_max_days)
+    except RangeError as error:
+        raise CommandError(str(error)) from None
+    rows = read(settings, lambda conn: daily_metrics(conn, start_day, end_day))
+    if as_csv:
+        sys.stdout.write(metrics_csv(rows))
+    elif as_json:
+        print_json(rows)
+    elif not rows:
+        show(f"no messages from {start_day} to {end_day} (days in {settings.timezone})")
+    else:
+        show(metrics_table(rows, settings.timezone))

@@ -1,0 +1,135 @@
+"""Running the service: ``ledger serve``, ``ledger worker`` and ``ledger migrate``."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import msgspec
+import rich_click as click
+
+from api.cli.common import CommandError, database, pass_settings
+from api.logs import configure_logging
+from ledger.database import connect, redact
+from ledger.migrate import migrate as apply_migrations
+from ledger.settings import Settings, require_callback_auth
+from ledger.tokens import ensure_api_tokens, token_path
+
+
+async def _migrate(url: str) -> list[str]:
+    async with connect(url) as conn:
+        return [f"{m.version:03d}_{m.name}" for m in await apply_migrations(conn)]
+
+
+def _say(line: str) -> None:
+    print(f"ledger: {line}", flush=True)
+
+
+def _announce_database(settings: Settings, url: str, applied: list[str]) -> None:
+    """Where the data is (named only when it lives here, in the embedded server) and what
+    migrations were applied, once."""
+    if settings.database_url:
+        _say(f"database: {redact(url)}")
+    else:
+        _say(f"database: embedded PostgreSQL, data in {settings.data_dir}")
+    if applied:
+        _say(f"applied migrations {', '.join(applied)}")
+
+
+@click.command()
+@click.option("--host", help="Address to listen on (LEDGER_HOST, default 127.0.0.1).")
+@click.option(
+    "--port", type=click.IntRange(1, 65535), help="Port to listen on (LEDGER_PORT, default 8000)."
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    help="HTTP worker processes (LEDGER_WORKERS, default 1).",
+)
+@pass_settings
+def serve(settings: Settings, *, host: str | None, port: int | None, workers: int | None) -> None:
+    """Migrate, then serve the API and keep the views current, until Ctrl-C or SIGTERM.
+
+    Uses the embedded PostgreSQL (data in LEDGER_DATA_DIR) unless DATABASE_URL is set.
+    Refuses to start if anything already listens on the port. On SIGTERM it stops taking
+    requests, finishes in-flight appends and exits 0.
+
+    Examples:
+
+    ```
+    PLIVO_AUTH_TOKEN=… ledger serve
+    ledger serve --port 9000 --workers 2
+    LEDGER_PUBLIC_URL=https://ledger.example.com ledger serve --host 0.0.0.0
+    ```
+    """
+    from api.serve import PortUnavailable, ensure_port_free
+    from api.serve import serve as serve_forever
+
+    settings = msgspec.structs.replace(
+        settings,
+        host=host or settings.host,
+        port=port or settings.port,
+        workers=workers or settings.workers,
+    )
+    configure_logging(settings.log_level)  # one plain line per record, as the workers log
+    require_callback_auth(settings)
+    try:
+        ensure_port_free(settings.host, settings.port)
+    except PortUnavailable as error:
+        raise CommandError(str(error)) from None
+    tokens, created = ensure_api_tokens(settings)
+    with database(settings, create=True) as url:
+        _announce_database(settings, url, asyncio.run(_migrate(url)))
+        if created:
+            _say(f"generated read-API token {tokens[0]} (stored in {token_path(settings)})")
+        if settings.skip_signatures:
+            _say("WARNING: signature checks are OFF (LEDGER_INSECURE_SKIP_SIGNATURES)")
+        _say(
+            f"listening on http://{settings.host}:{settings.port} "
+            f"({settings.workers} worker{'s' * (settings.workers > 1)}); "
+            f"Plivo callback URL: {settings.callback_base_url}/plivo/status"
+        )
+        serve_forever(settings, url)
+
+
+@click.command()
+@pass_settings
+def worker(settings: Settings) -> None:
+    """Keep the views current and run the scheduled jobs, without the HTTP server.
+
+    For scale-out: any number may run beside 'ledger serve'; one is active per view, the
+    others take over if it stops. Migrates first, like serve.
+
+    Examples:
+
+    ```
+    DATABASE_URL=postgresql://ledger@db/ledger ledger worker
+    ```
+    """
+    from api.background import run_worker
+
+    configure_logging(settings.log_level)
+    with database(settings, create=True) as url:
+        _announce_database(settings, url, asyncio.run(_migrate(url)))
+        _say("worker running the projectors and scheduled jobs")
+        run_worker(settings, url)
+
+
+@click.command()
+@pass_settings
+def migrate(settings: Settings) -> None:
+    """Apply pending database migrations (safe to run from several processes at once).
+
+    serve and worker migrate on start; run this to migrate ahead of a deploy.
+
+    Examples:
+
+    ```
+    ledger migrate
+    DATABASE_URL=postgresql://postgres@127.0.0.1:5432/ledger ledger migrate
+    ```
+    """
+    with database(settings, create=True) as url:
+        applied = asyncio.run(_migrate(url))
+    print(f"applied {', '.join(applied)}" if applied else "database is up to date")
+    sys.stdout.flush()
