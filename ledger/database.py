@@ -9,10 +9,12 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool
 
+from ledger.roles import EMBEDDED_SERVICE_LOGIN, as_user, ensure_login
 from ledger.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -37,18 +39,38 @@ class DatabaseUnavailable(Exception):
     """The database cannot take a write or answer a read right now (retry later)."""
 
 
+class DatabaseUrls(msgspec.Struct, frozen=True):
+    """Where the service connects (``service``) and where migrations run (``owner``)."""
+
+    service: str
+    owner: str
+
+
 @contextlib.contextmanager
-def database_url(settings: Settings) -> Iterator[str]:
-    """Yield the database URL: ``DATABASE_URL`` if set, else the embedded server's.
+def database_urls(settings: Settings) -> Iterator[DatabaseUrls]:
+    """Yield both URLs: ``DATABASE_URL`` (and ``LEDGER_OWNER_DATABASE_URL`` for migrations,
+    defaulting to it) if set, else the embedded server's, where the service connects as the
+    ``ledger_app`` login and migrations as the superuser (see :mod:`ledger.roles`).
 
     The embedded server keeps its data under ``LEDGER_DATA_DIR/postgres`` and is stopped when
     the block ends (unless another process still uses it).
     """
     if settings.database_url:
-        yield settings.database_url
+        yield DatabaseUrls(
+            service=settings.database_url,
+            owner=settings.owner_database_url or settings.database_url,
+        )
         return
-    with embedded_server(settings.data_dir / "postgres") as url:
-        yield url
+    with embedded_server(settings.data_dir / "postgres") as superuser:
+        ensure_login(superuser, EMBEDDED_SERVICE_LOGIN)
+        yield DatabaseUrls(service=as_user(superuser, EMBEDDED_SERVICE_LOGIN), owner=superuser)
+
+
+@contextlib.contextmanager
+def database_url(settings: Settings) -> Iterator[str]:
+    """Yield the URL the service connects to (see :func:`database_urls`)."""
+    with database_urls(settings) as urls:
+        yield urls.service
 
 
 @contextlib.contextmanager
@@ -110,7 +132,11 @@ def create_pool(
     pool discards it when it comes back; a probe that must tell the truth at once checks.
     """
     return AsyncConnectionPool(
-        with_options(url, session_options(statement_timeout=statement_timeout)),
+        with_options(
+            url,
+            session_options(statement_timeout=statement_timeout),
+            application_name=f"ledger-{name}",
+        ),
         min_size=min(2, size),
         max_size=size,
         max_waiting=size * 16,

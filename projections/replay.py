@@ -38,6 +38,7 @@ import msgspec
 import psycopg
 from psycopg import sql
 
+from ledger.roles import give_to_owner_of
 from ledger.store import Checkpoint
 from projections.base import Projector
 from projections.locks import Lock, lock_key, try_advisory_lock
@@ -186,6 +187,7 @@ async def _rebuild(
                     _name(table, REPLAY_SUFFIX), _name(table)
                 )
             )
+            await give_to_owner_of(conn, table + REPLAY_SUFFIX, like=table)
         index_renames = {table: await _index_renames(conn, table) for table in projector.tables}
 
     async with _unbounded(conn):

@@ -18,7 +18,7 @@ from rich.console import Console, RenderableType
 from rich.table import Table
 
 from api.logs import configure_logging
-from ledger.database import connect, database_url, redact
+from ledger.database import DatabaseUrls, connect, database_urls, redact
 from ledger.migrate import pending_migrations
 from ledger.settings import Settings, load_settings
 
@@ -74,9 +74,9 @@ def pass_settings(command: Callable[Concatenate[Settings, P], R]) -> Callable[P,
 
 
 @contextlib.contextmanager
-def database(settings: Settings, *, create: bool = False) -> Iterator[str]:
-    """The database URL (the embedded server started if needed), with a clear error if it
-    cannot be reached.
+def databases(settings: Settings, *, create: bool = False) -> Iterator[DatabaseUrls]:
+    """Where the service connects and where migrations run (the embedded server started if
+    needed), with a clear error if the database cannot be reached.
 
     Without ``create``, a command refuses to create an embedded database where there is none:
     a read from the wrong data directory would otherwise start an empty one.
@@ -88,14 +88,21 @@ def database(settings: Settings, *, create: bool = False) -> Iterator[str]:
             "'ledger serve' (it creates one there), or set DATABASE_URL or LEDGER_DATA_DIR"
         )
     try:
-        with database_url(settings) as url:
-            yield url
+        with database_urls(settings) as urls:
+            yield urls
     except psycopg.OperationalError as error:
         where = redact(settings.database_url) if settings.database_url else "the embedded server"
         raise CommandError(
             f"cannot reach the database at {where}: {str(error).strip().splitlines()[0]}; "
             "check DATABASE_URL and that the server is running"
         ) from None
+
+
+@contextlib.contextmanager
+def database(settings: Settings, *, create: bool = False) -> Iterator[str]:
+    """The URL the service (and every read command) connects to: see :func:`databases`."""
+    with databases(settings, create=create) as urls:
+        yield urls.service
 
 
 async def require_migrated(conn: Connection) -> None:

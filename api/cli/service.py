@@ -3,22 +3,47 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 
 import msgspec
 import rich_click as click
 
-from api.cli.common import CommandError, database, pass_settings
+from api.cli.common import CommandError, databases, pass_settings
 from api.logs import configure_logging
-from ledger.database import connect, redact
+from ledger.database import DatabaseUrls, connect, redact
 from ledger.migrate import migrate as apply_migrations
+from ledger.roles import admit_service_login, service_privileges, user_of
 from ledger.settings import Settings, require_callback_auth
 from ledger.tokens import ensure_api_tokens, token_path
 
+log = logging.getLogger("ledger")
 
-async def _migrate(url: str) -> list[str]:
-    async with connect(url) as conn:
-        return [f"{m.version:03d}_{m.name}" for m in await apply_migrations(conn)]
+
+async def _migrate(urls: DatabaseUrls) -> list[str]:
+    """Apply pending migrations as the owner, and admit the service's login to the service
+    role (see :mod:`ledger.roles`)."""
+    async with connect(urls.owner) as conn:
+        applied = [f"{m.version:03d}_{m.name}" for m in await apply_migrations(conn)]
+        if (login := user_of(urls.service)) is not None:
+            await admit_service_login(conn, login)
+    return applied
+
+
+async def _prepare(urls: DatabaseUrls) -> list[str]:
+    """Migrate, then warn when the service itself could rewrite history."""
+    applied = await _migrate(urls)
+    async with connect(urls.service) as conn:
+        privileges = await service_privileges(conn)
+    if privileges.can_alter_history:
+        log.warning(
+            "the service connects as %s, which owns the ledger or is a superuser: it could "
+            "rewrite history ('ledger verify' would still catch it). Run it as a member of "
+            "ledger_service and migrate with LEDGER_OWNER_DATABASE_URL (README: Least "
+            "privilege)",
+            privileges.role,
+        )
+    return applied
 
 
 def _say(line: str) -> None:
@@ -78,8 +103,8 @@ def serve(settings: Settings, *, host: str | None, port: int | None, workers: in
     except PortUnavailable as error:
         raise CommandError(str(error)) from None
     tokens, created = ensure_api_tokens(settings)
-    with database(settings, create=True) as url:
-        _announce_database(settings, url, asyncio.run(_migrate(url)))
+    with databases(settings, create=True) as urls:
+        _announce_database(settings, urls.service, asyncio.run(_prepare(urls)))
         if created:
             _say(f"generated read-API token {tokens[0]} (stored in {token_path(settings)})")
         if settings.skip_signatures:
@@ -89,7 +114,7 @@ def serve(settings: Settings, *, host: str | None, port: int | None, workers: in
             f"({settings.workers} worker{'s' * (settings.workers > 1)}); "
             f"Plivo callback URL: {settings.callback_base_url}/plivo/status"
         )
-        serve_forever(settings, url)
+        serve_forever(settings, urls.service)
 
 
 @click.command()
@@ -109,10 +134,10 @@ def worker(settings: Settings) -> None:
     from api.background import run_worker
 
     configure_logging(settings.log_level)
-    with database(settings, create=True) as url:
-        _announce_database(settings, url, asyncio.run(_migrate(url)))
+    with databases(settings, create=True) as urls:
+        _announce_database(settings, urls.service, asyncio.run(_prepare(urls)))
         _say("worker running the projectors and scheduled jobs")
-        run_worker(settings, url)
+        run_worker(settings, urls.service)
 
 
 @click.command()
@@ -129,7 +154,7 @@ def migrate(settings: Settings) -> None:
     DATABASE_URL=postgresql://postgres@127.0.0.1:5432/ledger ledger migrate
     ```
     """
-    with database(settings, create=True) as url:
-        applied = asyncio.run(_migrate(url))
+    with databases(settings, create=True) as urls:
+        applied = asyncio.run(_migrate(urls))
     print(f"applied {', '.join(applied)}" if applied else "database is up to date")
     sys.stdout.flush()

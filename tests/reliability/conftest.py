@@ -107,6 +107,29 @@ def _rss_bytes(pid: int) -> int:
     return resident_pages * os.sysconf("SC_PAGE_SIZE")
 
 
+@contextlib.contextmanager
+def session_of(
+    command: list[str], *, env: Mapping[str, str], cwd: Path
+) -> Iterator[subprocess.Popen[str]]:
+    """``command`` in a session of its own; whatever of it is left is killed at the end."""
+    process = subprocess.Popen(
+        command,
+        env=dict(env),
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        yield process
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+
+
 class LedgerServer:
     """``ledger serve`` in a subprocess with a process group of its own.
 

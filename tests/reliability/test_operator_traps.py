@@ -10,7 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import httpx
@@ -22,34 +22,12 @@ from tests.reliability.conftest import (
     _group_members,
     eventually,
     free_port,
+    session_of,
 )
 
 pytestmark = pytest.mark.reliability
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@contextlib.contextmanager
-def session_of(
-    command: list[str], *, env: Mapping[str, str], cwd: Path
-) -> Iterator[subprocess.Popen[str]]:
-    """``command`` in a session of its own; whatever of it is left is killed at the end."""
-    process = subprocess.Popen(
-        command,
-        env=dict(env),
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        yield process
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.communicate()
 
 
 def serve_on(port: int, *, env: Mapping[str, str], cwd: Path) -> tuple[int, str]:
