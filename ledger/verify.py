@@ -95,6 +95,8 @@ class VerifyReport(msgspec.Struct, frozen=True, kw_only=True):
     finding_count: int
     head: Head | None
     witness: Head | None
+    #: Whether the ledger still extends ``witness`` (None without one).
+    extends_witness: bool | None
     seconds: float
 
     @property
@@ -199,8 +201,11 @@ async def verify_ledger(
         if on_progress:
             on_progress(done, max(done, total))
         await pins.flush()
-    if witness is not None:
+    extends = (
         _check_witness(witness, witness_chain, witness_total, findings)
+        if witness is not None
+        else None
+    )
     return VerifyReport(
         events=done,
         blocks=blocks,
@@ -212,6 +217,7 @@ async def verify_ledger(
         finding_count=findings.count,
         head=head,
         witness=witness,
+        extends_witness=extends,
         seconds=time.perf_counter() - started,
     )
 
@@ -356,7 +362,8 @@ async def _check_unsealed(
 
 def _check_witness(
     witness: Head, chain: bytes | None, total: int | None, findings: _Findings
-) -> None:
+) -> bool:
+    """Whether the ledger extends ``witness``; a finding when it does not."""
     if chain is None:
         findings.add(
             "deleted",
@@ -372,6 +379,9 @@ def _check_witness(
             f"history up to block {witness.block} differs from the external head: the ledger "
             "was rewritten (events and seals) since that head was taken",
         )
+    else:
+        return True
+    return False
 
 
 async def _legacy_end(conn: psycopg.AsyncConnection[Any]) -> Checkpoint:

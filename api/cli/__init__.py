@@ -15,6 +15,7 @@ from api.cli.operations import replay, token
 from api.cli.service import migrate, serve, worker
 from api.cli.simulation import simulate
 from api.cli.support import audit, messages, status
+from api.cli.trust import seal, verify
 from ledger.settings import SettingsError
 
 click.rich_click.TEXT_MARKUP = "markdown"
@@ -23,6 +24,7 @@ click.rich_click.TEXT_MARKUP = "markdown"
 PANELS = (
     ("Run the service", (serve, worker, migrate)),
     ("Support and analysts", (audit, status, messages, metrics)),
+    ("Prove", (verify, seal)),
     ("Operate", (replay, token, simulate)),
 )
 
