@@ -22,6 +22,7 @@ from api.logs import mask_phone_numbers
 from ledger.durations import describe_duration
 from ledger.error_codes import describe_error
 from ledger.events import RecordedEvent
+from ledger.seals import InclusionProof
 from projections.anomalies import Anomaly
 from projections.views import MessageStatus
 
@@ -44,6 +45,8 @@ class AuditReport(msgspec.Struct, frozen=True, kw_only=True):
 
     message_uuid: UUID
     events: list[RecordedEvent]
+    #: Each event's seal proof (aligned with ``events``), None while it is not sealed.
+    seals: list[InclusionProof | None]
     view: MessageStatus | None
     anomalies: list[Anomaly]
     now: datetime
@@ -144,7 +147,7 @@ def _sequence_of(event: RecordedEvent) -> str:
 
 def timeline(report: AuditReport) -> RenderableType:
     """Every event in event time (Plivo's own timestamp, else when we recorded it), with when
-    it was recorded and how it was authenticated."""
+    it was recorded, how it was authenticated and which sealed block holds it."""
     zone = ZoneInfo(report.zone)
     rows = table(
         "position",
@@ -153,11 +156,15 @@ def timeline(report: AuditReport) -> RenderableType:
         "status",
         "seq",
         "error",
+        "sealed",
         "signature",
         right=("position", "seq"),
     )
-    ordered = sorted(report.events, key=lambda e: (e.occurred_at or e.recorded_at, e.position))
-    for event in ordered:
+    ordered = sorted(
+        zip(report.events, report.seals, strict=True),
+        key=lambda pair: (pair[0].occurred_at or pair[0].recorded_at, pair[0].position),
+    )
+    for event, seal in ordered:
         status = styled_status(event.status)
         if event.meta.source == "system":
             status.append(f" ({event.meta.reason or 'set by the ledger'})", style="dim")
@@ -168,6 +175,7 @@ def timeline(report: AuditReport) -> RenderableType:
             status,
             _sequence_of(event),
             _error_of(event),
+            f"block {seal.block}" if seal else Text("not yet", style="dim"),
             event.meta.signature,
         )
     return Group(Text("timeline, in event time:"), rows)

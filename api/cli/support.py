@@ -30,8 +30,9 @@ from api.cli.common import (
 )
 from api.cli.times import TIME_FORMS, NotATime, parse_when, show_time
 from ledger.events import RecordedEvent
+from ledger.seals import InclusionProof, inclusion_proofs
 from ledger.settings import Settings
-from ledger.store import read_stream
+from ledger.store import Checkpoint, read_stream
 from projections.anomalies import find_anomalies
 from projections.queries import InvalidCursor, get_message_status, search_messages
 from projections.views import MessagePage, MessageQuery, MessageStatus
@@ -63,10 +64,16 @@ def audit(settings: Settings, *, message_uuid: UUID, as_json: bool, show_numbers
     ```
     """
 
-    async def query(conn: Connection) -> tuple[list[RecordedEvent], MessageStatus | None]:
-        return await read_stream(conn, message_uuid), await get_message_status(conn, message_uuid)
+    async def query(
+        conn: Connection,
+    ) -> tuple[list[RecordedEvent], list[InclusionProof | None], MessageStatus | None]:
+        events = await read_stream(conn, message_uuid)
+        seals = await inclusion_proofs(
+            conn, [Checkpoint(e.transaction_id, e.position) for e in events]
+        )
+        return events, seals, await get_message_status(conn, message_uuid)
 
-    events, view = read(settings, query)
+    events, seals, view = read(settings, query)
     if not events:
         raise CommandError(f"the ledger has no events for message {message_uuid}")
     if as_json:
@@ -76,6 +83,7 @@ def audit(settings: Settings, *, message_uuid: UUID, as_json: bool, show_numbers
     report = AuditReport(
         message_uuid=message_uuid,
         events=events,
+        seals=seals,
         view=view,
         anomalies=find_anomalies(events, now=now),
         now=now,
