@@ -17,9 +17,12 @@ from api.telemetry import (
     DEAD_LETTERS,
     PROJECTOR_EVENTS_BEHIND,
     PROJECTOR_SECONDS_BEHIND,
+    SEAL_LAG_SECONDS,
+    SEALED_POSITION,
     exposition,
 )
 from ledger.migrate import pending_migrations
+from ledger.seals import SealProgress, seal_progress
 from projections.progress import ProjectorLag, projector_lag
 from projections.registry import build_projectors
 
@@ -41,6 +44,7 @@ class Readiness(msgspec.Struct, frozen=True):
     database: str
     pending_migrations: list[str]
     projectors: list[ProjectorLag]
+    seal: SealProgress | None
 
 
 @get("/health", summary="The process is up", tags=["ops"])
@@ -69,10 +73,11 @@ async def ready(svc: NamedDependency[Services]) -> Response[Readiness]:
         async with svc.ops_pool.connection() as conn:
             pending = [f"{m.version:03d}_{m.name}" for m in await pending_migrations(conn)]
             lag = [] if pending else await _lag(conn, svc)
+            sealing = None if pending else await _seal(conn)
     except Exception as error:  # any failure here means "not ready", with the reason shown
-        body = Readiness(False, f"unreachable: {type(error).__name__}", [], [])
+        body = Readiness(False, f"unreachable: {type(error).__name__}", [], [], None)
         return Response(body, status_code=503)
-    body = Readiness(not pending, "ok", pending, lag)
+    body = Readiness(not pending, "ok", pending, lag, sealing)
     return Response(body, status_code=200 if body.ready else 503)
 
 
@@ -84,6 +89,14 @@ async def _lag(conn: psycopg.AsyncConnection[Any], svc: Services) -> list[Projec
         PROJECTOR_SECONDS_BEHIND.labels(lag.projector).set(lag.seconds_behind)
         DEAD_LETTERS.labels(lag.projector).set(lag.dead_letters)
     return lags
+
+
+async def _seal(conn: psycopg.AsyncConnection[Any]) -> SealProgress:
+    """The sealer's progress, also recorded in the Prometheus gauges."""
+    progress = await seal_progress(conn)
+    SEALED_POSITION.set(progress.sealed_position)
+    SEAL_LAG_SECONDS.set(progress.seconds_behind)
+    return progress
 
 
 @get(
@@ -98,6 +111,7 @@ async def metrics(svc: NamedDependency[Services]) -> Response[bytes]:
     with contextlib.suppress(psycopg.Error, PoolTimeout):
         async with svc.ops_pool.connection() as conn:
             await _lag(conn, svc)
+            await _seal(conn)
     body, content_type = exposition()
     # Set as a header: given as media_type, Litestar would append a second charset.
     return Response(body, headers={"content-type": content_type})

@@ -46,6 +46,16 @@ PROJECTOR_SECONDS_BEHIND = Gauge(
     ["projector"],
     multiprocess_mode="max",
 )
+SEALED_POSITION = Gauge(
+    "ledger_sealed_position",
+    "Position of the last event sealed into a block.",
+    multiprocess_mode="max",
+)
+SEAL_LAG_SECONDS = Gauge(
+    "ledger_seal_lag_seconds",
+    "Age of the oldest event not yet sealed (0 when every event is sealed).",
+    multiprocess_mode="max",
+)
 DEAD_LETTERS = Gauge(
     "ledger_dead_letters",
     "Unresolved events a projector could not apply.",

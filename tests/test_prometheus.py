@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.simulate import lifecycle, sign
+from ledger.seals import seal_settled
 from ledger.settings import Settings
 from projections.registry import build_projectors
 from projections.runner import CatchUpRunner
@@ -149,3 +150,18 @@ async def test_projector_lag_counts_pending_events_until_the_views_catch_up(
         "message_status": 0,
         "daily_delivery_metrics": 0,
     }
+
+
+async def test_seal_gauges_show_the_sealed_position_and_the_wait_of_unsealed_events(
+    client_without_projectors: Client, conn: Any
+) -> None:
+    client = client_without_projectors
+    await send_traffic(client, appended=2, duplicates=0, forged=0)
+    samples = await scrape(client)
+    assert samples[("ledger_sealed_position", ())] == 0
+    assert samples[("ledger_seal_lag_seconds", ())] > 0
+
+    [block] = await seal_settled(conn, block_events=10)
+    samples = await scrape(client)
+    assert samples[("ledger_sealed_position", ())] == block.last.position
+    assert samples[("ledger_seal_lag_seconds", ())] == 0
