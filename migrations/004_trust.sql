@@ -99,16 +99,24 @@ LEFT JOIN LATERAL (
 -- set the roles up by hand).
 DO $$
 BEGIN
-    BEGIN
-        CREATE ROLE ledger_service NOLOGIN;
-    EXCEPTION WHEN duplicate_object THEN
-        NULL;  -- another database on this server created it: roles are cluster-wide
-    END;
+    -- Roles are cluster-wide: another database on this server may have created it, or an
+    -- administrator may have (then the owner needs no CREATEROLE).
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'ledger_service') THEN
+        BEGIN
+            CREATE ROLE ledger_service NOLOGIN;
+        EXCEPTION WHEN duplicate_object THEN
+            NULL;  -- created meanwhile by a migration of another database
+        END;
+    END IF;
     GRANT SELECT, INSERT ON events, callback_nonces, seals TO ledger_service;
     GRANT SELECT ON schema_migrations, legacy_events_end TO ledger_service;
     GRANT SELECT, INSERT, UPDATE, DELETE
         ON projection_checkpoints, dead_letters, scheduled_job_runs TO ledger_service;
-    GRANT CREATE ON SCHEMA public TO ledger_service;
+    -- Replay creates the new views' tables here. Before PostgreSQL 15 every role may already
+    -- (and only the schema's owner, a superuser there, could grant it).
+    IF NOT has_schema_privilege('ledger_service', 'public', 'CREATE') THEN
+        GRANT CREATE ON SCHEMA public TO ledger_service;
+    END IF;
     ALTER TABLE message_status OWNER TO ledger_service;
     ALTER TABLE daily_delivery_facts OWNER TO ledger_service;
     ALTER TABLE daily_delivery_counts OWNER TO ledger_service;

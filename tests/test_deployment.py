@@ -81,19 +81,23 @@ def copied_sources() -> Iterator[str]:
 # --- compose --------------------------------------------------------------------------------
 
 
-def test_compose_runs_postgres_and_the_service_built_from_this_repo() -> None:
+def test_compose_runs_postgres_a_migration_and_the_service_built_from_this_repo() -> None:
     services = compose()["services"]
-    assert set(services) == {"postgres", "ledger"}
-    assert services["ledger"]["build"] == "."
-    assert services["ledger"]["image"].startswith("plivo-delivery-ledger")
+    assert set(services) == {"postgres", "migrate", "ledger"}
+    for name in ("migrate", "ledger"):
+        assert services[name]["build"] == "."
+        assert services[name]["image"].startswith("plivo-delivery-ledger")
+    assert services["migrate"]["command"] == ["ledger", "migrate"]
     assert re.match(r"postgres:\d+", services["postgres"]["image"])
 
 
-def test_compose_waits_for_a_healthy_database_and_checks_readiness() -> None:
-    ledger = compose()["services"]["ledger"]
-    assert ledger["depends_on"]["postgres"]["condition"] == "service_healthy"
-    assert "pg_isready" in " ".join(compose()["services"]["postgres"]["healthcheck"]["test"])
-    assert "/ready" in " ".join(ledger["healthcheck"]["test"])
+def test_compose_migrates_once_the_database_is_healthy_then_serves_and_checks_readiness() -> None:
+    services = compose()["services"]
+    assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    migrated = services["ledger"]["depends_on"]["migrate"]["condition"]
+    assert migrated == "service_completed_successfully"
+    assert "pg_isready" in " ".join(services["postgres"]["healthcheck"]["test"])
+    assert "/ready" in " ".join(services["ledger"]["healthcheck"]["test"])
 
 
 def test_compose_publishes_the_service_on_loopback_only_by_default() -> None:
@@ -107,21 +111,59 @@ def test_compose_publishes_the_service_elsewhere_when_asked() -> None:
 
 
 @pytest.mark.parametrize(
-    ("service", "variable"), [("postgres", "POSTGRES_PASSWORD"), ("ledger", "DATABASE_URL")]
+    ("service", "variable", "missing"),
+    [
+        ("postgres", "POSTGRES_PASSWORD", "POSTGRES_PASSWORD"),
+        ("postgres", "LEDGER_SERVICE_PASSWORD", "LEDGER_SERVICE_PASSWORD"),
+        ("migrate", "LEDGER_OWNER_DATABASE_URL", "POSTGRES_PASSWORD"),
+        ("ledger", "DATABASE_URL", "LEDGER_SERVICE_PASSWORD"),
+    ],
 )
-def test_compose_refuses_to_start_without_a_database_password(service: str, variable: str) -> None:
+def test_compose_refuses_to_start_without_the_database_passwords(
+    service: str, variable: str, missing: str
+) -> None:
     value = compose()["services"][service]["environment"][variable]
-    with pytest.raises(MissingVariable, match="POSTGRES_PASSWORD"):
+    with pytest.raises(MissingVariable, match=missing):
         interpolate(value, {})
 
 
-def test_the_service_connects_with_the_password_the_database_was_given() -> None:
+SERVICE_PASSWORD = "7b1d4e9a0c3f6285bd14e7a9c2f05836"
+PASSWORDS = {"POSTGRES_PASSWORD": PASSWORD, "LEDGER_SERVICE_PASSWORD": SERVICE_PASSWORD}
+
+
+def test_migrations_run_as_the_owner_and_the_service_as_its_own_login() -> None:
     services = compose()["services"]
-    env = {"POSTGRES_PASSWORD": PASSWORD}
-    given = interpolate(services["postgres"]["environment"]["POSTGRES_PASSWORD"], env)
-    url = interpolate(services["ledger"]["environment"]["DATABASE_URL"], env)
-    assert given == PASSWORD
-    assert url == f"postgresql://ledger:{PASSWORD}@postgres:5432/ledger"
+    owner = interpolate(services["migrate"]["environment"]["LEDGER_OWNER_DATABASE_URL"], PASSWORDS)
+    service = interpolate(services["ledger"]["environment"]["DATABASE_URL"], PASSWORDS)
+    assert interpolate(services["postgres"]["environment"]["POSTGRES_USER"], {}) == "ledger_owner"
+    assert owner == f"postgresql://ledger_owner:{PASSWORD}@postgres:5432/ledger"
+    assert service == f"postgresql://ledger_app:{SERVICE_PASSWORD}@postgres:5432/ledger"
+
+
+def test_the_owners_password_never_reaches_the_running_service() -> None:
+    environment = compose()["services"]["ledger"]["environment"]
+    values = [
+        interpolate(
+            str(value),
+            {
+                **PASSWORDS,
+                "PLIVO_AUTH_TOKEN": "t",
+                "LEDGER_PUBLIC_URL": "https://x",
+                "LEDGER_API_TOKENS": "a",
+            },
+        )
+        for value in environment.values()
+    ]
+    assert not any(PASSWORD in value for value in values)
+
+
+def test_postgres_creates_the_service_login_with_its_password_on_first_start() -> None:
+    [mount] = [v for v in compose()["services"]["postgres"]["volumes"] if "initdb" in v]
+    source, target = mount.split(":")[:2]
+    assert target == "/docker-entrypoint-initdb.d"
+    script = (ROOT / source / "10-service-login.sh").read_text()
+    assert "CREATE ROLE ledger_app LOGIN PASSWORD :'password'" in script
+    assert '--set=password="$LEDGER_SERVICE_PASSWORD"' in script
 
 
 def test_compose_requires_the_services_secrets() -> None:

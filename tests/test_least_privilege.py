@@ -15,13 +15,14 @@ from litestar.testing import AsyncTestClient
 
 from api.app import create_app
 from ledger.database import connect
+from ledger.migrate import migrate
 from ledger.roles import SERVICE_ROLE, admit_service_login, as_user, service_privileges
 from ledger.seals import seal_settled
 from ledger.settings import Settings
 from ledger.verify import Credentials, verify_ledger
 from projections.registry import build_projectors
 from projections.replay import replay
-from tests.conftest import PLIVO_TOKEN, SYSTEM_KEY, post_lifecycles
+from tests.conftest import PLIVO_TOKEN, SYSTEM_KEY, database_url_for, post_lifecycles
 
 _logins = itertools.count()
 
@@ -120,3 +121,45 @@ async def test_migrate_admits_the_service_login_to_the_service_role(
         assert await cursor.fetchone() == (True,)
     finally:
         await conn.execute(f'DROP ROLE "{login}"'.encode())
+
+
+@pytest.fixture
+def owned_database(server_url: str) -> Iterator[tuple[str, str]]:
+    """A fresh, empty database owned by a role that is not a superuser, set up as the README
+    says; its owner's URL and a service login's name."""
+    n = next(_logins)
+    owner, login, name = (
+        f"ledger_test_{kind}_{os.getpid()}_{n}" for kind in ("owner", "app", "db")
+    )
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        for statement in (
+            f'CREATE ROLE "{owner}" LOGIN',
+            f'CREATE ROLE "{login}" LOGIN',
+            "DO $$ BEGIN CREATE ROLE ledger_service NOLOGIN;"
+            " EXCEPTION WHEN duplicate_object THEN NULL; END $$",
+            f'GRANT ledger_service TO "{owner}" WITH ADMIN OPTION',
+            f'CREATE DATABASE "{name}" OWNER "{owner}"',
+        ):
+            admin.execute(statement.encode())
+    yield as_user(database_url_for(server_url, name), owner), login
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'.encode())
+        for role in (login, owner):
+            admin.execute(f'DROP ROLE IF EXISTS "{role}"'.encode())
+
+
+async def test_a_non_superuser_owner_migrates_and_admits_a_login_that_cannot_change_history(
+    owned_database: tuple[str, str],
+) -> None:
+    owner_url, login = owned_database
+    async with connect(owner_url) as owner:
+        applied = await migrate(owner)
+        assert [m.name for m in applied][-1] == "trust"
+        assert await admit_service_login(owner, login)
+
+    async with connect(as_user(owner_url, login)) as service:
+        privileges = await service_privileges(service)
+        assert (privileges.can_alter_history, privileges.member_of_service_role) == (False, True)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            await service.execute("DELETE FROM events")
+        assert (await replay(service, build_projectors(Settings())[0])).events == 0
