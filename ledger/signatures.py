@@ -10,8 +10,10 @@ costs several times the HMAC itself. The comparison is constant-time: the SDK co
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
+import itertools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 from urllib.parse import parse_qs, urlparse, urlunparse
@@ -48,7 +50,7 @@ class SignatureCheck(msgspec.Struct, frozen=True):
         return "v3" if self.scheme.startswith("v3") else "v2"
 
 
-class _Family(msgspec.Struct, frozen=True):
+class _Family(msgspec.Struct, frozen=True, dict=True):
     """The headers of one signature scheme (V3 or V2)."""
 
     header: str
@@ -60,6 +62,11 @@ class _Family(msgspec.Struct, frozen=True):
     @property
     def names(self) -> tuple[str, str, str]:
         return (self.header, self.main_header, self.nonce_header)
+
+    @functools.cached_property
+    def lowered(self) -> tuple[str, str, str]:
+        """The header names as ASGI servers deliver them (computed once)."""
+        return (self.header.lower(), self.main_header.lower(), self.nonce_header.lower())
 
 
 _V3 = _Family(
@@ -104,7 +111,7 @@ def verify_signature(
     lowered = {name.lower(): value for name, value in headers.items()}
     # Any V3 header (even a lone nonce) means Plivo signed with V3: letting a V2 signature
     # decide then would let an attacker strip V3 and fall back to the body-blind scheme.
-    if any(name.lower() in lowered for name in _V3.names):
+    if any(name in lowered for name in _V3.lowered):
         v3_signed = v3_signed_string(method, url, params)
         return _verify_family(
             _V3,
@@ -113,7 +120,7 @@ def verify_signature(
             auth_tokens,
             main_auth_tokens,
         )
-    if any(name.lower() in lowered for name in _V2.names):
+    if any(name in lowered for name in _V2.lowered):
         v2_signed = _v2_string(url)
         return _verify_family(
             _V2,
@@ -167,22 +174,29 @@ def v3_signed_string(method: str, url: str, params: Sequence[tuple[str, str]]) -
             "the request URL holds raw non-ASCII characters: Plivo percent-encodes the URLs it "
             "calls, so this request cannot carry a valid signature"
         )
-    parts = urlparse(url)
-    base = urlunparse((parts.scheme, parts.netloc, parts.path, "", "", ""))
-    query = parse_qs(parts.query, keep_blank_values=True)
-    grouped: dict[str, list[str]] = {}
-    for key, value in params:
-        grouped.setdefault(key, []).append(value)
+    base, query = _url_parts(url)
     if verb == "GET":
         # The SDK merges the URL's query into the parameters key by key, the URL winning (the
         # parameters of a GET are that same query, so the two agree).
-        sorted_query = _sorted_query(grouped | query)
+        merged = [(key, value) for key, value in params if key not in query]
+        merged += [(key, value) for key, values in query.items() for value in values]
+        sorted_query = "&".join(map("=".join, sorted(merged)))
         return f"{base}?{sorted_query}" if sorted_query else base
     sorted_query = _sorted_query(query)
-    if not grouped:
+    if not params:
         return f"{base}?{sorted_query}" if sorted_query else base
-    body = "".join(f"{key}{value}" for key in sorted(grouped) for value in sorted(grouped[key]))
+    # Sorting the pairs sorts by key, then each key's values: exactly the SDK's order.
+    body = "".join(itertools.chain.from_iterable(sorted(params)))
     return f"{base}?{sorted_query}.{body}" if sorted_query else f"{base}?{body}"
+
+
+@functools.lru_cache(maxsize=64)
+def _url_parts(url: str) -> tuple[str, dict[str, list[str]]]:
+    """``scheme://netloc/path`` and the parsed query of ``url`` (cached: a deployment's
+    callbacks come to a handful of URLs). Callers must not change the dict."""
+    parts = urlparse(url)
+    base = urlunparse((parts.scheme, parts.netloc, parts.path, "", "", ""))
+    return base, parse_qs(parts.query, keep_blank_values=True)
 
 
 def _sorted_query(query: Mapping[str, list[str]]) -> str:
@@ -196,35 +210,41 @@ def _verify_family(
     auth_tokens: Sequence[str],
     main_auth_tokens: Sequence[str],
 ) -> SignatureCheck:
+    header, main_header, nonce_header = family.lowered
     candidates = [
-        (family.header, family.scheme, tuple(auth_tokens)),
-        (family.main_header, family.main_scheme, tuple(main_auth_tokens)),
+        (lowered[name], scheme, tokens)
+        for name, scheme, tokens in (
+            (header, family.scheme, auth_tokens),
+            (main_header, family.main_scheme, main_auth_tokens),
+        )
+        if name in lowered
     ]
-    received = [
-        (header, scheme, tokens, lowered[header.lower()])
-        for header, scheme, tokens in candidates
-        if header.lower() in lowered
-    ]
-    if not received:
+    if not candidates:
         raise SignatureError(
             f"{family.nonce_header} was sent without {family.header} or {family.main_header}"
         )
-    nonce = lowered.get(family.nonce_header.lower(), "").strip()
+    nonce = lowered.get(nonce_header, "").strip()
     if not nonce:
         raise SignatureError(
             f"missing {family.nonce_header} header: it must accompany {family.header}"
         )
-    for _header, scheme, tokens, value in received:
+    for value, scheme, tokens in candidates:
         # During token rotation Plivo sends one signature per active token, comma-separated.
         offered = [part.strip().encode("utf-8", "replace") for part in value.split(",")]
         for token in tokens:
             expected = digest(token, nonce)
             if any(hmac.compare_digest(expected, signature) for signature in offered):
                 material = {
-                    name: lowered[name.lower()] for name in family.names if name.lower() in lowered
+                    name: lowered[low]
+                    for name, low in zip(family.names, family.lowered, strict=True)
+                    if low in lowered
                 }
                 return SignatureCheck(scheme=scheme, nonce=nonce, headers=material)
-    names = " or ".join(header for header, _scheme, _tokens, _value in received)
+    names = " or ".join(
+        name
+        for name, low in ((family.header, header), (family.main_header, main_header))
+        if low in lowered
+    )
     raise SignatureError(
         f"{names} does not match this request: it must be made with a configured auth token "
         "over the URL Plivo called (scheme, host, port and path as configured)"
@@ -232,8 +252,9 @@ def _verify_family(
 
 
 def _v3_digest(signed: str, nonce: str, auth_token: str) -> bytes:
-    mac = hmac.new(auth_token.encode(), f"{signed}.{nonce}".encode(), hashlib.sha256)
-    return base64.b64encode(mac.digest())
+    return base64.b64encode(
+        hmac.digest(auth_token.encode(), f"{signed}.{nonce}".encode(), "sha256")
+    )
 
 
 def _v2_string(url: str) -> str:
@@ -244,5 +265,4 @@ def _v2_string(url: str) -> str:
 
 def _v2_digest(signed: str, nonce: str, auth_token: str) -> bytes:
     # The nonce follows the URL directly: V2 puts no separator between them.
-    mac = hmac.new(auth_token.encode("utf-8"), (signed + nonce).encode("utf-8"), hashlib.sha256)
-    return base64.b64encode(mac.digest())
+    return base64.b64encode(hmac.digest(auth_token.encode(), (signed + nonce).encode(), "sha256"))
