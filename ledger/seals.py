@@ -249,18 +249,32 @@ async def read_settled(
     return [_stored_event(row) for row in await cursor.fetchall()]
 
 
+#: Beyond every place in fence order.
+END_OF_LEDGER: Final = Checkpoint(2**63 - 1, 2**63 - 1)
+
+
 async def events_in_order(
-    conn: psycopg.AsyncConnection[Any], after: Checkpoint, *, batch: int = 5000
+    conn: psycopg.AsyncConnection[Any],
+    after: Checkpoint,
+    *,
+    through: Checkpoint = END_OF_LEDGER,
+    batch: int = 5000,
 ) -> AsyncIterator[StoredEvent]:
-    """Every stored event after ``after``, in fence order, streamed through a server-side
-    cursor (memory stays flat). ``conn`` must be in a transaction."""
+    """Every stored event after ``after`` and up to ``through``, in fence order, streamed
+    through a server-side cursor (memory stays flat). ``conn`` must be in a transaction."""
     async with conn.cursor(name="ledger_events_in_order") as cursor:
         cursor.itersize = batch
         await cursor.execute(
             f"SELECT {_EVENT_COLUMNS} FROM events"
             " WHERE (transaction_id, position) > (%s::text::xid8, %s)"
+            " AND (transaction_id, position) <= (%s::text::xid8, %s)"
             " ORDER BY events.transaction_id, events.position",
-            (str(after.transaction_id), after.position),
+            (
+                str(after.transaction_id),
+                after.position,
+                str(through.transaction_id),
+                through.position,
+            ),
         )
         async for row in cursor:
             yield _stored_event(row)
@@ -281,13 +295,15 @@ async def get_block(conn: psycopg.AsyncConnection[Any], number: int) -> Block | 
 
 
 async def blocks_from(
-    conn: psycopg.AsyncConnection[Any], first: int, *, batch: int = 256
+    conn: psycopg.AsyncConnection[Any], first: int, last: int | None = None, *, batch: int = 256
 ) -> AsyncIterator[Block]:
-    """Every block from ``first`` on, in order, streamed. ``conn`` must be in a transaction."""
+    """Every block from ``first`` (to ``last``) in order, streamed. ``conn`` must be in a
+    transaction."""
     async with conn.cursor(name="ledger_blocks_from") as cursor:
         cursor.itersize = batch
         await cursor.execute(
-            f"SELECT {_BLOCK_COLUMNS} FROM seals WHERE block >= %s ORDER BY block", (first,)
+            f"SELECT {_BLOCK_COLUMNS} FROM seals WHERE block BETWEEN %s AND %s ORDER BY block",
+            (first, last if last is not None else 2**63 - 1),
         )
         async for row in cursor:
             yield _block(row)

@@ -27,6 +27,7 @@ import psycopg
 
 from ledger import merkle
 from ledger.seals import (
+    END_OF_LEDGER,
     GENESIS_CHAIN,
     Block,
     Head,
@@ -145,12 +146,15 @@ async def verify_ledger(
     credentials: Credentials,
     *,
     since_block: int = 1,
+    until_block: int | None = None,
     witness: Head | None = None,
     unsealed_grace: timedelta = timedelta(minutes=5),
     on_progress: ProgressCallback | None = None,
 ) -> VerifyReport:
     """Verify blocks from ``since_block`` on, every event from there to the head, and, with
-    ``witness``, that the ledger still extends that earlier head.
+    ``witness``, that the ledger still extends that earlier head. With ``until_block``, only
+    the blocks up to it and their events (one part of a parallel verify,
+    :mod:`ledger.verify_parallel`).
 
     ``conn`` must be an autocommit connection; the walk runs in one read-only repeatable-read
     transaction, so it sees one consistent snapshot and holds back no projector.
@@ -166,7 +170,9 @@ async def verify_ledger(
             raise ValueError(f"there is no block {since_block - 1} to start after")
         legacy_end = await _legacy_end(conn)
         start = previous.last if previous else Checkpoint()
-        total = await _events_after(conn, start)
+        last = await get_block(conn, until_block) if until_block is not None else None
+        through = last.last if last is not None else END_OF_LEDGER
+        total = await _events_between(conn, start, through)
         pins = _NoncePins(conn, findings)
         checker = _OriginChecker(credentials, legacy_end, pins, findings, proofs)
         done = 0
@@ -178,8 +184,8 @@ async def verify_ledger(
         head: Head | None = previous.head if previous else None
         blocks = 0
         sealed = 0
-        events = _Peekable(events_in_order(conn, start))
-        async for block in blocks_from(conn, since_block):
+        events = _Peekable(events_in_order(conn, start, through=through))
+        async for block in blocks_from(conn, since_block, until_block):
             covered = await events.take_through(block.last)
             expected_chain = _check_seal(block, expected_chain, findings)
             _compare(block, covered, findings)
@@ -193,7 +199,7 @@ async def verify_ledger(
                 witness_chain, witness_total = expected_chain, block.total_events
             if on_progress:
                 on_progress(done, total)
-        unsealed = await events.take_through(Checkpoint(2**63 - 1, 2**63 - 1))
+        unsealed = await events.take_through(END_OF_LEDGER)
         await _check_unsealed(conn, unsealed, unsealed_grace, findings)
         for event in unsealed:
             await checker.check(event, None)
@@ -392,22 +398,31 @@ async def _legacy_end(conn: psycopg.AsyncConnection[Any]) -> Checkpoint:
     return Checkpoint(row[0], row[1]) if row else Checkpoint()
 
 
-async def _events_after(conn: psycopg.AsyncConnection[Any], start: Checkpoint) -> int:
+async def _events_between(
+    conn: psycopg.AsyncConnection[Any], start: Checkpoint, through: Checkpoint
+) -> int:
     cursor = await conn.execute(
-        "SELECT count(*) FROM events WHERE (transaction_id, position) > (%s::text::xid8, %s)",
-        (str(start.transaction_id), start.position),
+        "SELECT count(*) FROM events WHERE (transaction_id, position) > (%s::text::xid8, %s)"
+        " AND (transaction_id, position) <= (%s::text::xid8, %s)",
+        (str(start.transaction_id), start.position, str(through.transaction_id), through.position),
     )
     row = await cursor.fetchone()
     return int(row[0]) if row else 0
 
 
 def _pairs(payload: dict[str, Any]) -> list[tuple[str, str]] | None:
+    """The callback's fields as (name, value) pairs; None for a payload no callback could
+    have (a stored value that is neither a string nor a list of strings)."""
+    if set(map(type, payload.values())) <= {str}:  # no repeated field: the common case
+        return list(payload.items())
     pairs: list[tuple[str, str]] = []
     for key, value in payload.items():
-        values = value if isinstance(value, list) else [value]
-        if not all(isinstance(item, str) for item in values):
+        if type(value) is str:
+            pairs.append((key, value))
+        elif type(value) is list and all(type(item) is str for item in value):
+            pairs.extend((key, item) for item in value)
+        else:
             return None
-        pairs.extend((key, item) for item in values)
     return pairs
 
 

@@ -15,6 +15,7 @@ from litestar.testing import AsyncTestClient
 from ledger.seals import Head, last_block, seal_settled
 from ledger.signatures import sign_v2
 from ledger.verify import Credentials, VerifyReport, verify_ledger
+from ledger.verify_parallel import verify_in_parallel
 from tests.conftest import CALLBACK_URL, PLIVO_TOKEN, SYSTEM_KEY, post_lifecycles
 
 Conn = psycopg.AsyncConnection[Any]
@@ -306,3 +307,32 @@ async def test_a_retired_auth_token_still_proves_old_events(
     forgotten = Credentials(auth_tokens=("the-new-token",), main_auth_tokens=(), system_keys=())
     report = await verify_ledger(conn, forgotten)
     assert {f.kind for f in report.findings} == {"inserted"}
+
+
+async def test_a_parallel_verify_checks_every_range_and_agrees_with_one_walk(
+    client_without_projectors: Client, conn: Conn, database_url: str
+) -> None:
+    await post_lifecycles(client_without_projectors, messages=6)
+    await seal_settled(conn, block_events=2)
+    newest = await last_block(conn)
+    assert newest is not None
+    witness = newest.head
+    early, late = (await positions(conn))[1], (await positions(conn))[-2]
+    await behind_the_triggers(
+        conn, f"UPDATE events SET status = 'tampered' WHERE position IN ({early}, {late})"
+    )
+
+    single = await verify(conn, witness=witness)
+    parallel = await verify_in_parallel(
+        database_url, CREDENTIALS, jobs=3, witness=witness, min_blocks_per_job=2
+    )
+
+    found = [(f.kind, f.position) for f in parallel.findings]
+    assert found == [("altered", early), ("altered", late)]
+    assert found == [(f.kind, f.position) for f in single.findings]
+    assert (parallel.events, parallel.blocks, parallel.proofs) == (
+        single.events,
+        single.blocks,
+        single.proofs,
+    )
+    assert (parallel.head, parallel.extends_witness) == (single.head, True)

@@ -2,4 +2,7 @@
 
 from api.cli import main
 
-main()
+# Guarded: processes that multiprocessing spawns (``ledger verify --jobs``) import this
+# module again, as ``__mp_main__``, and must not run the command a second time.
+if __name__ == "__main__":
+    main()

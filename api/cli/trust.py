@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from pathlib import Path
 
@@ -13,18 +14,22 @@ from rich.text import Text
 from api.cli.common import (
     CommandError,
     Connection,
+    database,
     output_console,
     pass_settings,
     print_json,
     read,
+    require_migrated,
     show,
     table,
 )
+from ledger.database import connect
 from ledger.durations import parse_duration
 from ledger.seals import Block, Head, HeadError, last_block, seal_settled
 from ledger.settings import Settings
 from ledger.system_events import system_key
-from ledger.verify import PROOF_DESCRIPTIONS, Credentials, VerifyReport, verify_ledger
+from ledger.verify import PROOF_DESCRIPTIONS, Credentials, VerifyReport
+from ledger.verify_parallel import default_jobs, verify_in_parallel
 from projections.locks import Lock, try_advisory_lock
 from projections.sealer import SEALER_LOCK_NAME
 
@@ -134,6 +139,13 @@ def _render(report: VerifyReport) -> Group:
     show_default=True,
     help="Report events older than this that no block covers yet.",
 )
+@click.option(
+    "--jobs",
+    type=click.IntRange(1, 64),
+    default=default_jobs(),
+    show_default=True,
+    help="Processes to verify with (each takes a range of blocks).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @pass_settings
 def verify(
@@ -143,6 +155,7 @@ def verify(
     head_line: str | None,
     head_file: Path | None,
     unsealed_grace: str,
+    jobs: int,
     as_json: bool,
 ) -> int:
     """Prove the ledger: recompute every leaf, root and chain link from the events, and
@@ -176,13 +189,16 @@ def verify(
         transient=True,
     )
 
-    async def check(conn: Connection) -> VerifyReport:
+    async def check(url: str) -> VerifyReport:
+        async with connect(url) as conn:
+            await require_migrated(conn)
         with progress:
             task = progress.add_task("verify", total=None)
             try:
-                return await verify_ledger(
-                    conn,
+                return await verify_in_parallel(
+                    url,
                     credentials(settings),
+                    jobs=jobs,
                     since_block=since_block,
                     witness=witness,
                     unsealed_grace=grace,
@@ -193,7 +209,8 @@ def verify(
             except ValueError as error:
                 raise CommandError(f"{error}: choose a --since that exists") from None
 
-    report = read(settings, check)
+    with database(settings) as url:
+        report = asyncio.run(check(url))
     if as_json:
         print_json(report)
     else:
