@@ -33,7 +33,17 @@ from bench.options import Options
 from bench.report import Section, markdown_table, render_section
 
 #: Benchmarks in the order they run. "sweep" is opt-in (it takes ~10 minutes).
-BENCHMARKS = ("ingest", "flood", "profile", "replay", "size", "lag", "growth", "sweep")
+BENCHMARKS = (
+    "ingest",
+    "flood",
+    "profile",
+    "replay",
+    "size",
+    "verify",
+    "lag",
+    "growth",
+    "sweep",
+)
 DEFAULT = tuple(name for name in BENCHMARKS if name != "sweep")
 RESULTS = BENCH / "RESULTS.md"
 
@@ -154,6 +164,10 @@ def _runner(name: str) -> Callable[[Options], list[Section]]:
         from bench import profile
 
         return lambda opts: [profile.run(opts)]
+    if name == "verify":
+        from bench import verify
+
+        return lambda opts: [verify.run(opts)]
     if name == "lag":
         from bench import lag
 
