@@ -25,10 +25,10 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import psutil  # type: ignore[import-untyped]  # no stubs installed
 import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -565,14 +565,14 @@ def database(database_url: str | None, name: str) -> Iterator[Database]:
             with psycopg.connect(database_url, autocommit=True) as admin:
                 admin.execute(f'CREATE DATABASE "{dbname}"')
             try:
-                params = conninfo_to_dict(database_url) | {"dbname": dbname}
-                url = make_conninfo("", **params)
+                # A URL, not a conninfo string: DATABASE_URL must be one.
+                url = urlunsplit(urlsplit(database_url)._replace(path=f"/{dbname}"))
                 version = _server_version(url)
                 yield Database(
                     url,
                     env | {"DATABASE_URL": url},
                     data_dir,
-                    f"PostgreSQL {version} at {params.get('host', 'localhost')}",
+                    f"PostgreSQL {version} at {urlsplit(database_url).hostname or 'localhost'}",
                     _all_postgres,
                 )
             finally:

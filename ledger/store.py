@@ -72,7 +72,10 @@ _encode_batch = msgspec.json.Encoder().encode
 # An event goes in only if it has no nonce or its nonce was pinned, now, to its own body.
 # The final SELECT answers duplicates committed before this statement began from the same
 # snapshot; what it cannot answer (a concurrent transaction committed meanwhile) is looked up
-# after it, by _SETTLE, whose own snapshot sees those.
+# after it, by _SETTLE, whose own snapshot sees those. Its lookups are correlated subqueries
+# behind a CASE: they run only for rows that were not inserted (rare), and always by their
+# unique index, whatever plan was cached while the tables were small; as joins, a generic
+# plan made on a near-empty ledger kept scanning the whole table on every batch.
 _APPEND = """
 WITH incoming AS (
     SELECT * FROM jsonb_to_recordset(%s::jsonb) AS i(
@@ -99,14 +102,14 @@ inserted AS (
     ON CONFLICT DO NOTHING
     RETURNING dedup_key, position
 )
-SELECT i.i, inserted.position, stored.position,
-       nonces.body_digest = decode(i.body_digest, 'base64')
+SELECT i.i, inserted.position,
+       CASE WHEN inserted.position IS NULL THEN
+           (SELECT position FROM events WHERE dedup_key = decode(i.dedup_key, 'base64')) END,
+       CASE WHEN inserted.position IS NULL AND i.nonce IS NOT NULL THEN
+           (SELECT body_digest = decode(i.body_digest, 'base64') FROM callback_nonces
+            WHERE (scheme, nonce) = (i.scheme, i.nonce)) END
 FROM incoming AS i
 LEFT JOIN inserted ON inserted.dedup_key = decode(i.dedup_key, 'base64')
-LEFT JOIN events AS stored
-       ON inserted.position IS NULL AND stored.dedup_key = decode(i.dedup_key, 'base64')
-LEFT JOIN callback_nonces AS nonces
-       ON inserted.position IS NULL AND (nonces.scheme, nonces.nonce) = (i.scheme, i.nonce)
 ORDER BY i.i
 """
 
