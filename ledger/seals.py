@@ -295,10 +295,10 @@ async def get_block(conn: psycopg.AsyncConnection[Any], number: int) -> Block | 
 
 
 async def blocks_from(
-    conn: psycopg.AsyncConnection[Any], first: int, last: int | None = None, *, batch: int = 256
+    conn: psycopg.AsyncConnection[Any], first: int, last: int | None = None, *, batch: int = 16
 ) -> AsyncIterator[Block]:
-    """Every block from ``first`` (to ``last``) in order, streamed. ``conn`` must be in a
-    transaction."""
+    """Every block from ``first`` (to ``last``) in order, streamed ``batch`` at a time (a
+    block of 1,024 events is about 140 kB in memory). ``conn`` must be in a transaction."""
     async with conn.cursor(name="ledger_blocks_from") as cursor:
         cursor.itersize = batch
         await cursor.execute(
