@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Final
+from typing import Any
 
 import msgspec
 import psycopg
 from psycopg.rows import class_row
-
-#: Counting unapplied events stops here, so that a lag check stays cheap however far behind.
-EVENTS_BEHIND_CAP: Final = 1_000_000
 
 
 class ProjectorLag(msgspec.Struct, frozen=True):
@@ -22,7 +19,9 @@ class ProjectorLag(msgspec.Struct, frozen=True):
     version: int | None
     #: The checkpoint's position (0 if never run).
     position: int
-    #: Committed events not yet applied, capped at :data:`EVENTS_BEHIND_CAP`.
+    #: Committed events not yet applied: the newest position minus the checkpoint's (an
+    #: estimate, as positions have gaps and fence order is not position order), 0 when
+    #: nothing waits after the checkpoint.
     events_behind: int
     #: How long the oldest unapplied event has been in the ledger; 0 when caught up.
     seconds_behind: float
@@ -41,23 +40,24 @@ class DeadLetterRecord(msgspec.Struct, frozen=True):
     resolved_at: datetime | None
 
 
+# Index lookups only, however far behind: the newest position, and the first event after
+# the checkpoint in fence order.
 _LAG = """
 SELECT n.name AS projector, c.version, coalesce(c.position, 0) AS position,
-       (SELECT count(*) FROM (
-            SELECT 1 FROM events e
-            WHERE (e.transaction_id, e.position)
-                  > (coalesce(c.transaction_id, '0'::xid8), coalesce(c.position, 0))
-            LIMIT %(cap)s) AS unapplied) AS events_behind,
-       coalesce(extract(epoch FROM now() - (
-            SELECT e.recorded_at FROM events e
-            WHERE (e.transaction_id, e.position)
-                  > (coalesce(c.transaction_id, '0'::xid8), coalesce(c.position, 0))
-            ORDER BY e.transaction_id, e.position LIMIT 1)), 0)::float8 AS seconds_behind,
+       CASE WHEN waiting.recorded_at IS NULL THEN 0
+            ELSE greatest(head.position - coalesce(c.position, 0), 1) END AS events_behind,
+       coalesce(extract(epoch FROM now() - waiting.recorded_at), 0)::float8 AS seconds_behind,
        (SELECT count(*) FROM dead_letters d
         WHERE d.projector = n.name AND d.resolved_at IS NULL) AS dead_letters,
        c.updated_at
 FROM unnest(%(names)s::text[]) WITH ORDINALITY AS n(name, ord)
 LEFT JOIN projection_checkpoints c ON c.name = n.name
+CROSS JOIN (SELECT max(position) AS position FROM events) AS head
+LEFT JOIN LATERAL (
+    SELECT e.recorded_at FROM events e
+    WHERE (e.transaction_id, e.position)
+          > (coalesce(c.transaction_id, '0'::xid8), coalesce(c.position, 0))
+    ORDER BY e.transaction_id, e.position LIMIT 1) AS waiting ON true
 ORDER BY n.ord
 """
 
@@ -73,7 +73,7 @@ async def projector_lag(
         cursor = await conn.execute("SELECT name FROM projection_checkpoints ORDER BY name")
         names = [row[0] for row in await cursor.fetchall()]
     async with conn.cursor(row_factory=class_row(ProjectorLag)) as cursor:
-        await cursor.execute(_LAG, {"names": list(names), "cap": EVENTS_BEHIND_CAP})
+        await cursor.execute(_LAG, {"names": list(names)})
         return await cursor.fetchall()
 
 
