@@ -78,7 +78,6 @@ _STAGES = (
     ("GroupCommitter.append", "callback: waiting on / handing over to group commit"),
     ("receive_status", "callback: the rest of the handler (metrics, response)"),
     ("CatchUpRunner", "projector runner (read behind the fence, fold, checkpoint)"),
-    ("read_after", "projector runner (read behind the fence, fold, checkpoint)"),
     ("projections/", "projector runner (read behind the fence, fold, checkpoint)"),
     ("MessageController", "read API"),
     ("litestar/", "litestar outside the handler (routing, middleware, request, response)"),

@@ -85,20 +85,23 @@ async def admit_service_login(conn: psycopg.AsyncConnection[Any], login: str) ->
     return True
 
 
-async def give_to_owner_of(conn: psycopg.AsyncConnection[Any], table: str, like: str) -> None:
-    """Make ``table`` belong to whoever owns ``like``: a table a login creates is its own, and
-    a view rebuilt by one login (one process) could not be rebuilt by the next unless it
-    belongs, like the view it replaces, to their shared role."""
+async def give_to_owner_of(
+    conn: psycopg.AsyncConnection[Any], table: str, *, schema: str, like: str
+) -> None:
+    """Make ``schema.table`` belong to whoever owns the table of that name in the schema
+    ``like``: a table a login creates is its own, and a view rebuilt by one login (one
+    process) could not be rebuilt by the next unless it belongs, like the view it replaces,
+    to their shared role."""
     cursor = await conn.execute(
-        "SELECT tableowner FROM pg_tables WHERE schemaname = current_schema()"
+        "SELECT tableowner FROM pg_tables WHERE schemaname = %s"
         " AND tablename = %s AND tableowner <> current_user",
-        (like,),
+        (like, table),
     )
     row = await cursor.fetchone()
     if row is not None:
         await conn.execute(
             sql.SQL("ALTER TABLE {} OWNER TO {}").format(
-                sql.Identifier(table), sql.Identifier(row[0])
+                sql.Identifier(schema, table), sql.Identifier(row[0])
             )
         )
 

@@ -32,7 +32,7 @@ import psycopg
 
 from ledger import merkle
 from ledger.canonical import DOCUMENT_VERSION, jcs, timestamp
-from ledger.store import Checkpoint
+from ledger.store import Checkpoint, settled
 
 #: The chain value before block 1.
 GENESIS_CHAIN: Final = bytes(merkle.HASH_SIZE)
@@ -238,11 +238,10 @@ async def read_settled(
     conn: psycopg.AsyncConnection[Any], after: Checkpoint, limit: int
 ) -> list[StoredEvent]:
     """The next events after ``after`` whose transactions are all settled (the fence: see
-    :func:`ledger.store.read_after`), exactly as stored."""
+    :func:`ledger.store.settled`), exactly as stored."""
     cursor = await conn.execute(
         f"SELECT {_EVENT_COLUMNS} FROM events"
-        " WHERE (transaction_id, position) > (%s::text::xid8, %s)"
-        " AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())"
+        f" WHERE (transaction_id, position) > (%s::text::xid8, %s) AND {settled()}"
         " ORDER BY events.transaction_id, events.position LIMIT %s",
         (str(after.transaction_id), after.position, limit),
     )

@@ -272,20 +272,26 @@ async def read_stream(
         return [_recorded(row) for row in await cursor.fetchall()]
 
 
+def settled(alias: str = "events") -> str:
+    """The transaction-id fence, as a SQL condition on ``events`` (or its ``alias``).
+
+    Tailing readers read in (transaction id, position) order and only below the oldest
+    transaction still running, so an event whose transaction commits late is waited for
+    instead of skipped, as a plain ``position > n`` tail would do. Every reader of the ledger
+    in fence order uses this one condition.
+    """
+    return f"{alias}.transaction_id < pg_snapshot_xmin(pg_current_snapshot())"
+
+
 async def read_after(
     conn: psycopg.AsyncConnection[Any], checkpoint: Checkpoint, limit: int
 ) -> list[RecordedEvent]:
-    """The next events after ``checkpoint`` whose transactions are all settled.
-
-    This is the transaction-id fence: events are read in (transaction id, position) order and
-    only below the oldest transaction still running, so an event whose transaction commits
-    late is waited for instead of skipped, as a plain ``position > n`` tail would do.
-    """
+    """The next events after ``checkpoint`` whose transactions are all settled (the fence:
+    see :func:`settled`)."""
     async with conn.cursor(row_factory=class_row(_Row)) as cursor:
         await cursor.execute(
             f"SELECT {_COLUMNS} FROM events"
-            " WHERE (transaction_id, position) > (%s::text::xid8, %s)"
-            " AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())"
+            f" WHERE (transaction_id, position) > (%s::text::xid8, %s) AND {settled()}"
             # The table's columns, not the bigint aliases: the (transaction_id, position) index
             # then serves the order instead of a full scan and sort per batch.
             " ORDER BY events.transaction_id, events.position LIMIT %s",
@@ -294,11 +300,15 @@ async def read_after(
         return [_recorded(row) for row in await cursor.fetchall()]
 
 
-async def head(conn: psycopg.AsyncConnection[Any]) -> Checkpoint:
-    """The newest event's place in fence order (the zero checkpoint on an empty ledger)."""
+async def settled_after(
+    conn: psycopg.AsyncConnection[Any], checkpoint: Checkpoint, limit: int
+) -> list[Checkpoint]:
+    """The places of the next ``limit`` settled events after ``checkpoint`` (what
+    :func:`read_after` would read, without reading it)."""
     cursor = await conn.execute(
         "SELECT transaction_id::text::bigint, position FROM events"
-        " ORDER BY transaction_id DESC, position DESC LIMIT 1"
+        f" WHERE (transaction_id, position) > (%s::text::xid8, %s) AND {settled()}"
+        " ORDER BY events.transaction_id, events.position LIMIT %s",
+        (str(checkpoint.transaction_id), checkpoint.position, limit),
     )
-    row = await cursor.fetchone()
-    return Checkpoint(row[0], row[1]) if row else Checkpoint()
+    return [Checkpoint(xid, position) for xid, position in await cursor.fetchall()]

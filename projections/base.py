@@ -1,24 +1,44 @@
-"""The projector interface: what a read view must provide to be kept current and rebuilt."""
+"""The projector interface: what a read view must provide to be kept current and rebuilt.
+
+A projector is SQL, not Python: its tables' DDL, and the fold that brings a batch of events
+into them, written as data-modifying common table expressions over two relations:
+
+* ``batch``: one row per event, with the ledger's columns ``position``, ``transaction_id``,
+  ``message_uuid``, ``event_type``, ``status``, ``occurred_at``, ``recorded_at``, ``payload``;
+* ``folded`` (:data:`projections.fold.FOLDED`): the status fold of ``batch``, one row per
+  message with :data:`projections.fold.COLUMNS`, computed once however many views use it.
+
+:mod:`projections.statements` wraps the folds in the statements that choose the batch (the
+next fenced range, a chunk of a rebuild, given positions) and move the checkpoint, so that a
+batch is one statement and no event travels to Python and back.
+
+Table names are unqualified: the caller puts the target schema first on the search path,
+the live one (``public``) or replay's shadow (``ledger_shadow``), and ``events`` resolves to
+the ledger in ``public`` either way.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Protocol
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, TypeAlias
 
-import psycopg
+from psycopg import sql
 
-from ledger.events import RecordedEvent
-from ledger.store import Checkpoint
+#: A statement a projector hands over whole (DDL, a finishing statement).
+DDL: TypeAlias = sql.SQL | sql.Composed
 
 
 class Projector(Protocol):
     """A read view folded from the ledger.
 
-    Adding a view means a migration creating its tables and one module with a class like
-    this, listed in ``projections.registry.PROJECTORS``. Replay creates empty copies named
-    ``<table><suffix>`` (``CREATE TABLE … (LIKE <table> INCLUDING ALL)``), fills them with
-    ``build`` and ``apply``, then swaps them in for the live tables.
+    Adding a view means one module with a class like this, listed in
+    ``projections.registry.build_projectors``. Its CTE names must not be ``cp``, ``batch``,
+    ``folded``, ``last`` or ``advanced`` (the statements' own): prefix them with the view's
+    name, as its parameters' names, since several views may share one statement.
     """
+
+    def __hash__(self) -> int:
+        """Projectors key the cache of their composed statements (identity will do)."""
 
     # Read-only properties, so that a class attribute, an instance attribute or a property
     # all satisfy the protocol (a plain annotation would demand a mutable attribute).
@@ -33,23 +53,27 @@ class Projector(Protocol):
 
     @property
     def tables(self) -> tuple[str, ...]:
-        """The tables this projector owns, live names."""
+        """The tables this projector owns."""
 
-    async def build(
-        self, conn: psycopg.AsyncConnection[Any], *, suffix: str, upto: Checkpoint
-    ) -> None:
-        """Fill the empty ``<table><suffix>`` copies from every event at or before ``upto``
-        (in fence order) with set-based SQL."""
+    def schema(self) -> Sequence[DDL]:
+        """``CREATE TABLE`` statements for its tables, with their primary keys (the fold's
+        upserts need them) and no other index."""
 
-    async def apply(
-        self,
-        conn: psycopg.AsyncConnection[Any],
-        events: Sequence[RecordedEvent],
-        *,
-        suffix: str = "",
-    ) -> None:
-        """Fold a batch of events into ``<table><suffix>`` with one statement per table.
+    def indexes(self) -> Sequence[DDL]:
+        """``CREATE INDEX`` statements, run once a rebuild has filled the tables (building an
+        index once is several times cheaper than maintaining it row by row)."""
 
-        The runner applies each event exactly once (the checkpoint commits with the view), in
-        fence order, which is not position order: the fold must be order-independent.
-        """
+    def apply(self) -> sql.Composable:
+        """CTEs folding ``batch`` (or ``folded``) into the tables. The runner applies each
+        event exactly once, in fence order, which is not position order: the fold must be
+        order-independent."""
+
+    def build(self) -> sql.Composable:
+        """CTEs folding one chunk of a rebuild (``batch``) into the tables; may leave derived
+        tables to :meth:`finish_build`."""
+
+    def finish_build(self) -> Sequence[DDL]:
+        """Statements run once, after every chunk of a rebuild and before its catch-up."""
+
+    def parameters(self) -> Mapping[str, Any]:
+        """Named parameters the projector's SQL uses (besides the statements' own)."""

@@ -15,26 +15,24 @@ Event time is ``coalesce(occurred_at, recorded_at)``. Amounts are normalised wit
 ``trim_scale`` so that ``0.0025`` and ``0.00250`` cannot make the row depend on which
 arrived first.
 
-A fold is rendered as SQL over a *source*: either the ledger up to a checkpoint (``build``)
-or a batch passed as arrays (``apply``). Both go through the same normalisation, so a view
-built from scratch and one kept current batch by batch are identical.
+The fold is rendered as SQL over a *source*, a relation of events with the ledger's
+columns: the ``batch`` that the statements of :mod:`projections.statements` select straight
+from ``events`` (the next fenced batch, a chunk of a rebuild, chosen positions). They expose
+it to every projector as :data:`FOLDED`, computed once per statement however many views read
+it, so a view built from scratch and one kept current batch by batch are identical, and no
+event ever travels to Python and back.
 """
 
 from __future__ import annotations
 
-import contextlib
 import enum
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from types import MappingProxyType
-from typing import Any, Final, NamedTuple
+from typing import Final, NamedTuple
 
-import msgspec
-import psycopg
 from psycopg import sql
-from psycopg.types.json import Jsonb
 
-from ledger.events import MESSAGE_EXPIRED, MESSAGE_SUBMITTED, STATUS_REPORTED, RecordedEvent
-from ledger.store import Checkpoint
+from ledger.events import MESSAGE_EXPIRED, MESSAGE_SUBMITTED, STATUS_REPORTED
 
 #: Status precedence: a status only gives way to one ranked higher. Terminal outcomes share
 #: a rank, so among them the later report (by Sequence, then time) wins.
@@ -60,8 +58,6 @@ NO_STATUS_RANK: Final = -1
 LATENCY_BOUNDS: Final = (1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
 #: The bucket of a message that has not been delivered.
 NOT_DELIVERED: Final = -1
-#: Sort memory for a build, per statement (a million events sort in about 170 MB).
-BUILD_WORK_MEM: Final = "256MB"
 
 
 class Kind(enum.Enum):
@@ -74,38 +70,46 @@ class Kind(enum.Enum):
 
 
 class Column(NamedTuple):
-    """A view column: its name, how it folds, and its per-event value over the normalised
-    events (columns: position, message_uuid, event_at, status, status_rank, sequence,
-    error_code, from_number, to_number, message_type, units, total_amount)."""
+    """A view column: its name, how it folds, its per-event value over the normalised events
+    (columns: position, message_uuid, event_at, status, status_rank, sequence, error_code,
+    from_number, to_number, message_type, units, total_amount), and its SQL type."""
 
     name: str
     kind: Kind
     value: sql.Composable
+    type: sql.Composable
 
 
-def _column(name: str, kind: Kind, value: str | None = None) -> Column:
-    return Column(name, kind, sql.Identifier(value or name))
+# Statuses, codes and numbers are compared (max(), filters, index order) but never sorted
+# for people: "C" compares bytes, several times faster than a linguistic collation.
+_CODE = 'text COLLATE "C"'
+
+
+def _column(name: str, kind: Kind, type: str, value: str | None = None) -> Column:
+    return Column(name, kind, sql.Identifier(value or name), sql.SQL(type))
 
 
 #: The winning event's status, error code and sort key. Always used together: merging two
 #: partial folds compares the sort keys.
 WINNER_COLUMNS: Final = (
-    _column("status", Kind.WINNER),
-    _column("error_code", Kind.WINNER),
-    _column("status_rank", Kind.WINNER),
-    _column("status_sequence", Kind.WINNER, "sequence"),
-    _column("status_at", Kind.WINNER, "event_at"),
-    _column("status_position", Kind.WINNER, "position"),
+    _column("status", Kind.WINNER, _CODE),
+    _column("error_code", Kind.WINNER, _CODE),
+    _column("status_rank", Kind.WINNER, "smallint NOT NULL"),
+    _column("status_sequence", Kind.WINNER, "bigint", "sequence"),
+    _column("status_at", Kind.WINNER, "timestamptz NOT NULL", "event_at"),
+    _column("status_position", Kind.WINNER, "bigint NOT NULL", "position"),
 )
-FIRST_EVENT_AT: Final = _column("first_event_at", Kind.MIN, "event_at")
-LAST_EVENT_AT: Final = _column("last_event_at", Kind.MAX, "event_at")
-FROM_NUMBER: Final = _column("from_number", Kind.MAX)
-TO_NUMBER: Final = _column("to_number", Kind.MAX)
-MESSAGE_TYPE: Final = _column("message_type", Kind.MAX)
-UNITS: Final = _column("units", Kind.MAX)
-TOTAL_AMOUNT: Final = _column("total_amount", Kind.MAX)
-EVENT_COUNT: Final = Column("event_count", Kind.COUNT, sql.SQL("*"))  # count(*)
-LAST_POSITION: Final = _column("last_position", Kind.MAX, "position")
+FIRST_EVENT_AT: Final = _column("first_event_at", Kind.MIN, "timestamptz NOT NULL", "event_at")
+LAST_EVENT_AT: Final = _column("last_event_at", Kind.MAX, "timestamptz NOT NULL", "event_at")
+FROM_NUMBER: Final = _column("from_number", Kind.MAX, _CODE)
+TO_NUMBER: Final = _column("to_number", Kind.MAX, _CODE)
+MESSAGE_TYPE: Final = _column("message_type", Kind.MAX, _CODE)
+UNITS: Final = _column("units", Kind.MAX, "integer")
+TOTAL_AMOUNT: Final = _column("total_amount", Kind.MAX, "numeric")
+EVENT_COUNT: Final = Column(
+    "event_count", Kind.COUNT, sql.SQL("*"), sql.SQL("integer NOT NULL")
+)  # count(*)
+LAST_POSITION: Final = _column("last_position", Kind.MAX, "bigint NOT NULL", "position")
 
 
 def milestone(status: str) -> Column:
@@ -114,10 +118,33 @@ def milestone(status: str) -> Column:
         f"{status}_at",
         Kind.MIN,
         sql.SQL("CASE WHEN status = {} THEN event_at END").format(sql.Literal(status)),
+        sql.SQL("timestamptz"),
     )
 
 
-# Payload fields the fold reads. ``apply`` ships only these to the server.
+#: Every column of a message's fold: the columns of :data:`FOLDED`, all of which the status
+#: view stores, and of which the metrics facts keep a few.
+COLUMNS: Final = (
+    *WINNER_COLUMNS,
+    FROM_NUMBER,
+    TO_NUMBER,
+    MESSAGE_TYPE,
+    UNITS,
+    TOTAL_AMOUNT,
+    FIRST_EVENT_AT,
+    LAST_EVENT_AT,
+    *(milestone(status) for status in STATUS_RANKS),
+    EVENT_COUNT,
+    LAST_POSITION,
+)
+
+#: The name of the relation holding the batch's fold: one row per message of ``batch``, with
+#: ``message_uuid`` and :data:`COLUMNS`. The statements of :mod:`projections.statements`
+#: define it beside ``batch``; a statement that folds several views computes it once.
+FOLDED: Final = "folded"
+
+
+# Payload fields the fold reads.
 _SEQUENCE = "Sequence"
 _ERROR_CODE = "ErrorCode"
 _FROM = "From"
@@ -199,8 +226,8 @@ def _normalised(source: sql.Composable) -> sql.Composable:
     )
 
 
-def fold(source: sql.Composable, columns: Sequence[Column]) -> sql.Composable:
-    """``SELECT message_uuid, <columns>``: one row per message of ``source``, folded.
+def folded(source: sql.Composable) -> sql.Composable:
+    """``SELECT message_uuid, <COLUMNS>``: one row per message of ``source``, folded.
 
     One sort serves both the winner (the first row of each message in winner order) and the
     aggregates (window aggregates over the whole message, on the same sort).
@@ -212,7 +239,7 @@ def fold(source: sql.Composable, columns: Sequence[Column]) -> sql.Composable:
             else sql.SQL("{}({}) OVER message").format(sql.SQL(column.kind.value), column.value),
             sql.Identifier(column.name),
         )
-        for column in columns
+        for column in COLUMNS
     ]
     return sql.SQL(
         "SELECT DISTINCT ON (message_uuid) message_uuid, {items} FROM ({events}) AS ev"
@@ -220,6 +247,16 @@ def fold(source: sql.Composable, columns: Sequence[Column]) -> sql.Composable:
         " ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)"
         " ORDER BY message_uuid, {order}"
     ).format(items=sql.SQL(", ").join(items), events=_normalised(source), order=_WINNER_ORDER)
+
+
+def column_definitions(columns: Sequence[Column]) -> sql.Composable:
+    """``message_uuid uuid PRIMARY KEY, <column> <type>, …``, for a per-message table."""
+    return sql.SQL(", ").join(
+        [
+            sql.SQL("message_uuid uuid PRIMARY KEY"),
+            *(sql.SQL("{} {}").format(sql.Identifier(c.name), c.type) for c in columns),
+        ]
+    )
 
 
 def _winner_key(alias: str) -> sql.Composable:
@@ -250,81 +287,6 @@ def column_list(columns: Sequence[Column]) -> sql.Composable:
     """``message_uuid, <columns>``, the insert list matching :func:`fold`."""
     return sql.SQL(", ").join(
         [sql.Identifier("message_uuid"), *(sql.Identifier(c.name) for c in columns)]
-    )
-
-
-@contextlib.asynccontextmanager
-async def bulk_load(
-    conn: psycopg.AsyncConnection[Any], tables: Sequence[str]
-) -> AsyncIterator[None]:
-    """A transaction tuned for filling empty ``tables`` with a few big statements.
-
-    Inside it: no JIT (compiling the fold costs more than it saves, ~0.8 s), enough memory to
-    sort the ledger in RAM, and the tables' secondary indexes dropped, then recreated as they
-    were when the block ends: building an index once is several times cheaper than updating
-    it row by row (for message_status over 250k messages, about 1 s against 3.5 s).
-    """
-    async with conn.transaction():
-        await conn.execute(
-            "SELECT set_config('jit', 'off', true), set_config('work_mem', %s, true)",
-            (BUILD_WORK_MEM,),
-        )
-        cursor = await conn.execute(
-            "SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid) FROM pg_index i"
-            " WHERE i.indrelid = ANY(%s::regclass[]) AND NOT i.indisunique",
-            ([sql.Identifier(table).as_string(conn) for table in tables],),
-        )
-        indexes = await cursor.fetchall()
-        for name, _ in indexes:
-            # Both come from the catalogue: name is a quoted regclass, definition is DDL.
-            await conn.execute(sql.SQL("DROP INDEX {}").format(sql.SQL(name)))
-        yield
-        for _, definition in indexes:
-            await conn.execute(sql.SQL(definition))
-
-
-def ledger_upto(upto: Checkpoint) -> tuple[sql.Composable, dict[str, Any]]:
-    """Source: every event at or before ``upto`` in fence order, and its parameters."""
-    return (
-        sql.SQL(
-            "(SELECT position, message_uuid, event_type, status, occurred_at, recorded_at,"
-            " payload FROM events"
-            " WHERE (transaction_id, position) <= (%(upto_xid)s::text::xid8, %(upto_position)s))"
-        ),
-        {"upto_xid": str(upto.transaction_id), "upto_position": upto.position},
-    )
-
-
-def _dumps(obj: Any) -> str:
-    return msgspec.json.encode(obj).decode()
-
-
-def batch(events: Sequence[RecordedEvent]) -> tuple[sql.Composable, dict[str, Any]]:
-    """Source: a batch of events passed as arrays (one row each), and its parameters.
-
-    Arrays go in binary (``%b``): several times faster to send and to read than text. Only
-    the payload fields the fold reads are sent.
-    """
-    return (
-        sql.SQL(
-            "(SELECT position, message_uuid, event_type, status, occurred_at, recorded_at,"
-            " payload FROM unnest(%(positions)b::bigint[],"
-            " %(message_uuids)b::uuid[], %(event_types)b::text[], %(statuses)b::text[],"
-            " %(occurred)b::timestamptz[], %(recorded)b::timestamptz[], %(payloads)b::jsonb[])"
-            " AS e(position, message_uuid, event_type, status, occurred_at, recorded_at, payload))"
-        ),
-        {
-            "positions": [e.position for e in events],
-            "message_uuids": [e.message_uuid for e in events],
-            "event_types": [e.event_type for e in events],
-            "statuses": [e.status for e in events],
-            "occurred": [e.occurred_at for e in events],
-            "recorded": [e.recorded_at for e in events],
-            "payloads": [
-                Jsonb({k: e.payload[k] for k in PAYLOAD_FIELDS if k in e.payload}, dumps=_dumps)
-                for e in events
-            ],
-        },
     )
 
 

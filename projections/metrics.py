@@ -1,11 +1,12 @@
 """The ``daily_delivery_metrics`` view: per day, every message counted once, at its current
 status.
 
-Two tables. ``daily_delivery_facts`` is this projector's own per-message fold (the status
-fold of :mod:`projections.fold`, fewer columns) plus the day the message is counted under.
-``daily_delivery_counts`` is a cube: messages, units and amount per (day, status, error code,
-time-to-deliver bucket). Applying a batch re-folds the touched messages, takes each one out
-of its old cell and puts it in its new one (signed deltas), and deletes cells left empty, so
+Two tables. ``daily_delivery_facts`` keeps the columns of the status fold
+(:mod:`projections.fold`) this view needs, per message, plus the day the message is counted
+under. ``daily_delivery_counts`` is a cube: messages, units and amount per (day, status,
+error code, time-to-deliver bucket). Applying a batch merges its fold into the touched
+messages' facts, takes each one out of its old cell and puts it in its new one (signed
+deltas), and deletes cells left empty, so
 a status change moves the message between counters and a late callback with an earlier event
 time moves it to its true first day, however late it arrives. The per-day rollup is
 :func:`projections.queries.daily_metrics`.
@@ -14,20 +15,19 @@ time moves it to its true first day, however late it arrives. The per-day rollup
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import psycopg
 from psycopg import sql
 
-from ledger.events import RecordedEvent
-from ledger.store import Checkpoint
 from projections import fold
+from projections.base import DDL
 
 FACTS: Final = "daily_delivery_facts"
 COUNTS: Final = "daily_delivery_counts"
 
+#: The fold's columns a fact keeps.
 COLUMNS: Final = (
     *fold.WINNER_COLUMNS,
     fold.FIRST_EVENT_AT,
@@ -36,20 +36,35 @@ COLUMNS: Final = (
     fold.TOTAL_AMOUNT,
 )
 
-# Bump when the fold or the cube changes shape.
-_FOLD_VERSION = 1
+# Bump when the fold or the cube changes shape. 2: folded in PostgreSQL from the ledger.
+_FOLD_VERSION = 2
+
+_FACTS_TABLE: Final = sql.SQL(
+    # day: the day the message is counted under, stored rather than recomputed, so that
+    # taking the message out of its old cell stays exact even if the configured zone changes.
+    "CREATE TABLE {facts} ({columns}, day date NOT NULL)"
+).format(facts=sql.Identifier(FACTS), columns=fold.column_definitions(COLUMNS))
+# Every message counted once, in the cell of its first day, current status, error code and
+# time-to-deliver bucket; cells reaching 0 messages are deleted.
+_COUNTS_TABLE: Final = sql.SQL(
+    "CREATE TABLE {counts} ("
+    " day date NOT NULL,"
+    # '' when the message has no reported status / no error code
+    ' status text COLLATE "C" NOT NULL,'
+    ' error_code text COLLATE "C" NOT NULL,'
+    # an index into the bucket bounds; -1 when not delivered
+    " latency_bucket smallint NOT NULL,"
+    " messages bigint NOT NULL, units bigint NOT NULL, total_amount numeric NOT NULL,"
+    " PRIMARY KEY (day, status, error_code, latency_bucket))"
+).format(counts=sql.Identifier(COUNTS))
 
 
-def _day(first_event_at: sql.Composable) -> sql.Composable:
-    return sql.SQL("({} AT TIME ZONE %(zone)s)::date").format(first_event_at)
-
-
-def _cell(alias: str, sign: int) -> sql.Composable:
-    """Each fact of the relation ``alias`` as its contribution to its cube cell, with ``sign``
-    1 to add it or -1 to take it out."""
+def _cell(relation: str, sign: int) -> sql.Composable:
+    """Each fact of ``relation`` as its contribution to its cube cell, with ``sign`` 1 to add
+    it or -1 to take it out."""
 
     def column(name: str) -> sql.Identifier:
-        return sql.Identifier(alias, name)
+        return sql.Identifier(relation, name)
 
     return sql.SQL(
         "SELECT {day} AS day, coalesce({status}, '') AS status,"
@@ -64,7 +79,7 @@ def _cell(alias: str, sign: int) -> sql.Composable:
         sign=sql.Literal(sign),
         units=column("units"),
         amount=column("total_amount"),
-        relation=sql.Identifier(alias),
+        relation=sql.Identifier(relation),
     )
 
 
@@ -78,32 +93,67 @@ def _names(names: Sequence[str], alias: str | None = None) -> sql.Composable:
     )
 
 
+# The batch's facts merged into the stored ones. The day follows the first event time: it
+# changes only when the batch brings an earlier first event.
+_FACTS_UPSERT: Final = sql.SQL(
+    "INSERT INTO {facts} AS cur ({columns}, day)"
+    " SELECT {columns}, (f.first_event_at AT TIME ZONE %(metrics_zone)s)::date FROM {folded} AS f"
+    " ON CONFLICT (message_uuid) DO UPDATE SET {merge}, day = CASE WHEN"
+    " excluded.first_event_at < cur.first_event_at THEN excluded.day ELSE cur.day END"
+).format(
+    facts=sql.Identifier(FACTS),
+    columns=fold.column_list(COLUMNS),
+    folded=sql.Identifier(fold.FOLDED),
+    merge=fold.merge(COLUMNS, "cur"),
+)
+
 # Sums keep the largest scale they have seen (0.0025 - 0.0025 = 0.0000), so cube amounts are
 # trimmed: the cube must not depend on the history that led to it.
 #
 # Old and new cells of the touched messages, netted per cell, then written back in one go:
 # a cell that ends at zero messages is deleted, a new cell inserted, any other updated. The
-# three writes touch disjoint rows, so they can share one statement. {facts_upsert} must
-# leave the pre-statement facts of the batch's messages in "old" and the new ones in "saved"
-# (data-modifying CTEs all read the statement's snapshot, so "old" sees the facts before
-# the upsert).
-_APPLY = sql.SQL(
-    "WITH batch AS ({fold}),"
-    " old AS (SELECT * FROM {facts} WHERE message_uuid IN (SELECT message_uuid FROM batch)),"
-    " saved AS ({facts_upsert} RETURNING *),"
-    " delta AS (SELECT {key}, sum(messages) AS messages, sum(units) AS units,"
+# three writes touch disjoint rows, so they can share one statement. Data-modifying CTEs all
+# read the statement's snapshot, so metrics_old sees the facts before the upsert.
+_APPLY: Final = sql.SQL(
+    "metrics_old AS (SELECT * FROM {facts}"
+    "  WHERE message_uuid IN (SELECT message_uuid FROM {folded})),"
+    " metrics_saved AS ({facts_upsert} RETURNING *),"
+    " metrics_delta AS (SELECT {key}, sum(messages) AS messages, sum(units) AS units,"
     "  sum(total_amount) AS total_amount FROM ({removed} UNION ALL {added}) AS changes"
     "  GROUP BY {key} HAVING sum(messages) <> 0 OR sum(units) <> 0 OR sum(total_amount) <> 0),"
-    " cells AS (SELECT {key}, c.messages IS NOT NULL AS stored,"
+    " metrics_cells AS (SELECT {key}, c.messages IS NOT NULL AS stored,"
     "  coalesce(c.messages, 0) + d.messages AS messages, coalesce(c.units, 0) + d.units AS units,"
     "  trim_scale(coalesce(c.total_amount, 0) + d.total_amount) AS total_amount"
-    "  FROM delta AS d LEFT JOIN {counts} AS c USING ({key})),"
-    " inserted AS (INSERT INTO {counts} ({columns}) SELECT {columns} FROM cells WHERE NOT stored),"
-    " updated AS (UPDATE {counts} AS c SET messages = cells.messages, units = cells.units,"
-    "  total_amount = cells.total_amount FROM cells"
-    "  WHERE cells.stored AND cells.messages <> 0 AND ({c_key}) = ({cells_key}))"
-    " DELETE FROM {counts} AS c USING cells"
-    " WHERE cells.stored AND cells.messages = 0 AND ({c_key}) = ({cells_key})"
+    "  FROM metrics_delta AS d LEFT JOIN {counts} AS c USING ({key})),"
+    " metrics_inserted AS (INSERT INTO {counts} ({columns})"
+    "  SELECT {columns} FROM metrics_cells WHERE NOT stored),"
+    " metrics_updated AS (UPDATE {counts} AS c SET messages = cells.messages,"
+    "  units = cells.units, total_amount = cells.total_amount FROM metrics_cells AS cells"
+    "  WHERE cells.stored AND cells.messages <> 0 AND ({c_key}) = ({cells_key})),"
+    " metrics_deleted AS (DELETE FROM {counts} AS c USING metrics_cells AS cells"
+    "  WHERE cells.stored AND cells.messages = 0 AND ({c_key}) = ({cells_key}))"
+).format(
+    facts=sql.Identifier(FACTS),
+    folded=sql.Identifier(fold.FOLDED),
+    facts_upsert=_FACTS_UPSERT,
+    removed=_cell("metrics_old", -1),
+    added=_cell("metrics_saved", 1),
+    counts=sql.Identifier(COUNTS),
+    key=_names(_CUBE_KEY),
+    columns=_names(_CUBE_COLUMNS),
+    c_key=_names(_CUBE_KEY, "c"),
+    cells_key=_names(_CUBE_KEY, "cells"),
+)
+_BUILD: Final = sql.SQL("metrics_facts AS ({})").format(_FACTS_UPSERT)
+# The cube from the facts, once: a GROUP BY over every message instead of a delta per chunk.
+_CUBE: Final = sql.SQL(
+    "INSERT INTO {counts} ({columns}) SELECT {key}, count(*), sum(units),"
+    " trim_scale(sum(total_amount)) FROM ({cells}) AS cells GROUP BY {key}"
+).format(
+    counts=sql.Identifier(COUNTS),
+    columns=_names(_CUBE_COLUMNS),
+    key=_names(_CUBE_KEY),
+    cells=_cell(FACTS, 1),
 )
 
 
@@ -129,67 +179,26 @@ class DailyMetricsProjector:
         self.timezone = timezone
         self.version = _FOLD_VERSION * 1_000_000 + zlib.crc32(timezone.encode()) % 1_000_000
 
-    async def build(
-        self, conn: psycopg.AsyncConnection[Any], *, suffix: str, upto: Checkpoint
-    ) -> None:
-        """Fill the empty copies: the facts from every event at or before ``upto``, then the
-        cube from the facts."""
-        source, params = fold.ledger_upto(upto)
-        facts_insert = sql.SQL("INSERT INTO {} ({}, day) SELECT f.*, {} FROM ({}) AS f").format(
-            sql.Identifier(FACTS + suffix),
-            fold.column_list(COLUMNS),
-            _day(sql.Identifier("f", "first_event_at")),
-            fold.fold(source, COLUMNS),
-        )
-        cube_insert = sql.SQL(
-            "INSERT INTO {counts} ({columns}) SELECT {key}, count(*), sum(units),"
-            " trim_scale(sum(total_amount)) FROM ({cells}) AS cells GROUP BY {key}"
-        ).format(
-            counts=sql.Identifier(COUNTS + suffix),
-            columns=_names(_CUBE_COLUMNS),
-            key=_names(_CUBE_KEY),
-            cells=_cell(FACTS + suffix, 1),
-        )
-        async with fold.bulk_load(conn, [FACTS + suffix, COUNTS + suffix]):
-            await conn.execute(facts_insert, {**params, "zone": self.timezone})
-            await conn.execute(cube_insert)
+    def schema(self) -> Sequence[DDL]:
+        """The facts and the cube."""
+        return [_FACTS_TABLE, _COUNTS_TABLE]
 
-    async def apply(
-        self,
-        conn: psycopg.AsyncConnection[Any],
-        events: Sequence[RecordedEvent],
-        *,
-        suffix: str = "",
-    ) -> None:
-        """Fold a batch into the facts and the cube, in one statement."""
-        if not events:
-            return
-        source, params = fold.batch(events)
-        facts = sql.Identifier(FACTS + suffix)
-        # The day follows the first event time: it changes only when the batch brings an
-        # earlier first event.
-        upsert = sql.SQL(
-            "INSERT INTO {facts} AS cur ({columns}, day) SELECT b.*, {day} FROM batch AS b"
-            " ON CONFLICT (message_uuid) DO UPDATE SET {merge}, day = CASE WHEN"
-            " excluded.first_event_at < cur.first_event_at THEN excluded.day ELSE cur.day END"
-        ).format(
-            facts=facts,
-            columns=fold.column_list(COLUMNS),
-            day=_day(sql.Identifier("b", "first_event_at")),
-            merge=fold.merge(COLUMNS, "cur"),
-        )
-        await conn.execute(
-            _APPLY.format(
-                fold=fold.fold(source, COLUMNS),
-                facts=facts,
-                facts_upsert=upsert,
-                removed=_cell("old", -1),
-                added=_cell("saved", 1),
-                counts=sql.Identifier(COUNTS + suffix),
-                key=_names(_CUBE_KEY),
-                columns=_names(_CUBE_COLUMNS),
-                c_key=_names(_CUBE_KEY, "c"),
-                cells_key=_names(_CUBE_KEY, "cells"),
-            ),
-            {**params, "zone": self.timezone},
-        )
+    def indexes(self) -> Sequence[DDL]:
+        """None besides the primary keys: the cube is read by day, its key's first column."""
+        return ()
+
+    def apply(self) -> sql.Composable:
+        """The batch's facts upserted, and the touched messages moved between cells."""
+        return _APPLY
+
+    def build(self) -> sql.Composable:
+        """The chunk's facts upserted; the cube is left to :meth:`finish_build`."""
+        return _BUILD
+
+    def finish_build(self) -> Sequence[DDL]:
+        """The cube, from the facts."""
+        return [_CUBE]
+
+    def parameters(self) -> Mapping[str, Any]:
+        """The zone whose days the messages are counted under."""
+        return {"metrics_zone": self.timezone}

@@ -1,27 +1,28 @@
-"""Replay: rebuild a view from the ledger into copies, catch them up, and swap them in at once.
+"""Replay: rebuild views from the ledger in a shadow schema, catch them up, swap them in.
 
-1. Create empty copies ``<table>_replay`` (``LIKE <table> INCLUDING ALL``).
-2. In one statement, find ``upto``: the last event in fence order among those whose
+1. In one snapshot, find ``upto``: the last event in fence order among those whose
    transactions are all settled (``transaction_id < pg_snapshot_xmin``). Every event at or
    before it is visible to any later statement, and every event committed later comes after
-   it, so ``build(upto)`` followed by catch-up from ``upto`` misses nothing and repeats nothing.
-3. ``projector.build`` fills the copies with set-based SQL; then the shared catch-up logic
-   (:func:`projections.runner.catch_up`) folds what was appended meanwhile, batch by batch.
-4. One short transaction locks the live checkpoint row (waiting for a runner batch in
-   flight), catches up the last few events, renames the live tables to ``_old`` and the
-   copies to the live names, drops the old ones, renames the copies' indexes (and so their
-   constraints) back to the live names, and sets the checkpoint and version. Readers see the
-   old view until that commit.
+   it, so a build up to ``upto`` followed by catch-up from ``upto`` misses nothing and
+   repeats nothing.
+2. Create the views' tables, from their projectors' DDL, in the schema ``ledger_shadow``
+   (migration 005), without secondary indexes.
+3. Fold the ledger once for every view being rebuilt: chunk by chunk of positions, each
+   chunk one statement in a transaction of its own, so that no long transaction holds back
+   the fence behind which the live views advance meanwhile. Then each projector's
+   :meth:`~projections.base.Projector.finish_build` statements, its indexes, and fresh
+   statistics.
+4. Catch the new tables up from ``upto`` (:func:`projections.catch_up.apply_after`).
+5. One short transaction per view locks its live tables and checkpoint row (waiting for a
+   live batch in flight), catches up the last few events, drops the live tables, moves the
+   new ones into place with ``ALTER TABLE … SET SCHEMA`` (their indexes and constraints
+   keep their names), and sets the checkpoint and version. Readers see the old view until
+   that commit.
 
-Memory does not grow with the ledger: the build runs in the server and catch-up is batched.
-The build holds a transaction id while it runs, so live projection (not ingestion) of every
-view waits for it: minutes on a very large ledger. Each statement runs with
-``statement_timeout = 0`` (``SET LOCAL``), whatever the connection's default.
-
-Only what ``LIKE … INCLUDING ALL`` copies survives the swap: grants, triggers, foreign keys,
-and views or other objects depending on a live table do not (a dependent view makes the swap
-fail rather than silently drop it). Indexes identical in shape to another on the same table
-keep the copy's generated names.
+Memory does not grow with the ledger: the work runs in the server, a chunk at a time. Each
+statement runs without the connection's ``statement_timeout``. Grants on a live table to
+roles other than its owner, and objects depending on it (a SQL view, a foreign key) do not
+survive the swap; a dependent object makes the swap fail rather than silently go.
 """
 
 from __future__ import annotations
@@ -30,8 +31,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any, Final
 
 import msgspec
@@ -41,27 +41,28 @@ from psycopg import sql
 from ledger.roles import give_to_owner_of
 from ledger.store import Checkpoint
 from projections.base import Projector
+from projections.catch_up import DEFAULT_BATCH_SIZE, apply_after
+from projections.checkpoints import lock_checkpoint, save_checkpoint
+from projections.dead_letters import DeadLetter, is_the_events_fault, isolate, settle_dead_letters
 from projections.locks import Lock, lock_key, try_advisory_lock
-from projections.runner import (
-    DeadLetter,
-    catch_up,
-    lock_checkpoint,
-    record_dead_letters,
-    save_checkpoint,
-)
+from projections.statements import build_statements_for, parameters
 
 log = logging.getLogger(__name__)
 
-REPLAY_SUFFIX: Final = "_replay"
-_OLD_SUFFIX: Final = "_old"
-DEFAULT_BATCH_SIZE: Final = 5000
-# The renames need ACCESS EXCLUSIVE locks; while one waits, new readers queue behind it. Give
+#: Where replay builds the new tables (created by migration 005).
+SHADOW_SCHEMA: Final = "ledger_shadow"
+#: Positions per chunk of a build: a chunk's transaction holds back the live views' fence
+#: while it writes (about a second per 100,000 events on a small machine).
+DEFAULT_CHUNK_SIZE: Final = 100_000
+#: Sort memory for a chunk (100,000 events sort in about 20 MB).
+_BUILD_WORK_MEM: Final = "128MB"
+# The swap needs ACCESS EXCLUSIVE locks; while one waits, new readers queue behind it. Give
 # up quickly when a long reader is in the way, and try again.
 _SWAP_LOCK_TIMEOUT: Final = "2s"
 _SWAP_ATTEMPTS: Final = 10
 
-#: ``on_progress(done, total)``: events folded so far, and the events to fold (which grows
-#: when events arrive during the replay).
+#: ``on_progress(done, total)``: events folded so far, and about how many there are to fold
+#: (the total is estimated from positions, and grows when events arrive during the replay).
 ProgressCallback = Callable[[int, int], None]
 
 
@@ -70,7 +71,7 @@ class ReplayInProgress(Exception):
 
 
 class ReplayReport(msgspec.Struct, frozen=True):
-    """What a replay did: events folded, time taken, and what became of dead letters."""
+    """What a replay did to one view: events folded, time taken, what became of dead letters."""
 
     projector: str
     events: int
@@ -95,6 +96,18 @@ class _Progress:
         if self._callback is not None:
             self._callback(self.done, self.total)
 
+    def finish(self) -> None:
+        self.total = self.done
+        self.advance(0)
+
+
+class _Head(msgspec.Struct, frozen=True):
+    """Where a build stops (``upto``), and the range of positions its chunks cover."""
+
+    upto: Checkpoint
+    first_position: int
+    last_position: int
+
 
 class _Swapped(msgspec.Struct, frozen=True):
     events: int
@@ -107,35 +120,64 @@ async def replay(
     projector: Projector,
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
     on_progress: ProgressCallback | None = None,
 ) -> ReplayReport:
-    """Rebuild ``projector``'s view from the ledger and swap it in (see the module doc).
+    """Rebuild ``projector``'s view from the ledger and swap it in (see the module doc)."""
+    [report] = await replay_views(
+        conn, [projector], batch_size=batch_size, chunk_size=chunk_size, on_progress=on_progress
+    )
+    return report
+
+
+async def replay_views(
+    conn: psycopg.AsyncConnection[Any],
+    projectors: Sequence[Projector],
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    on_progress: ProgressCallback | None = None,
+) -> list[ReplayReport]:
+    """Rebuild the views of ``projectors`` from one pass over the ledger and swap each in.
 
     ``conn`` must be an autocommit connection. The service may keep ingesting and projecting
-    meanwhile. Raises :class:`ReplayInProgress` if the view is already being replayed; on any
-    error the live view is left as it was and the copies are dropped.
+    meanwhile. Raises :class:`ReplayInProgress` if one of the views is already being
+    replayed; on any error the live views not yet swapped are left as they were and the
+    shadow tables are dropped.
     """
     if not conn.autocommit:
         raise ValueError("replay needs an autocommit connection: it runs its own transactions")
-    if not await try_advisory_lock(conn, Lock.REPLAY, projector.name):
-        raise ReplayInProgress(f"the {projector.name} view is already being replayed")
     started = time.perf_counter()
-    log.info("replaying %s", projector.name)
-    try:
-        # Copies left by an interrupted replay: ours to drop, since we hold the replay lock.
-        await _drop_copies(conn, projector)
+    async with _replay_locks(conn, projectors):
+        log.info("replaying %s", ", ".join(projector.name for projector in projectors))
+        cursor = await conn.execute("SELECT current_schema()")
+        row = await cursor.fetchone()
+        assert row is not None  # the ledger's own tables resolve there
+        rebuild = _Rebuild(conn, str(row[0]), batch_size=batch_size, chunk_size=chunk_size)
+        # Tables left by an interrupted replay: ours to drop, since we hold the replay locks.
+        await rebuild.drop(projectors)
         try:
-            folded, swapped = await _rebuild(conn, projector, batch_size, on_progress)
+            head = await _settled_head(conn)
+            await rebuild.create(projectors)
+            progress = _Progress(on_progress, head.last_position - head.first_position + 1)
+            built = await rebuild.build(projectors, head, progress)
+            reports = []
+            for projector in projectors:
+                checkpoint, caught_up = await rebuild.catch_up(projector, head.upto, progress)
+                swapped = await rebuild.swap(projector, checkpoint)
+                progress.advance(swapped.events)
+                reports.append(
+                    _report(projector, built + caught_up + swapped.events, started, swapped)
+                )
+            progress.finish()
         finally:
             if not conn.broken:
-                await _drop_copies(conn, projector)
-    finally:
-        if not conn.broken:
-            await conn.execute(
-                "SELECT pg_advisory_unlock(%s, %s)", (int(Lock.REPLAY), lock_key(projector.name))
-            )
+                await rebuild.drop(projectors)
+    return reports
+
+
+def _report(projector: Projector, events: int, started: float, swapped: _Swapped) -> ReplayReport:
     seconds = time.perf_counter() - started
-    events = folded
     report = ReplayReport(
         projector=projector.name,
         events=events,
@@ -157,200 +199,241 @@ async def replay(
 
 
 @contextlib.asynccontextmanager
-async def _unbounded(conn: psycopg.AsyncConnection[Any]) -> AsyncIterator[None]:
-    """A transaction without the service's statement timeout: a build may take minutes."""
-    async with conn.transaction():
-        await conn.execute("SET LOCAL statement_timeout = 0")
+async def _replay_locks(
+    conn: psycopg.AsyncConnection[Any], projectors: Sequence[Projector]
+) -> AsyncIterator[None]:
+    """Hold every view's replay lock for the block, or raise :class:`ReplayInProgress`."""
+    held: list[Projector] = []
+    try:
+        for projector in projectors:
+            if not await try_advisory_lock(conn, Lock.REPLAY, projector.name):
+                raise ReplayInProgress(f"the {projector.name} view is already being replayed")
+            held.append(projector)
         yield
-
-
-def _name(table: str, suffix: str = "") -> sql.Identifier:
-    return sql.Identifier(table + suffix)
-
-
-async def _drop_copies(conn: psycopg.AsyncConnection[Any], projector: Projector) -> None:
-    copies = sql.SQL(", ").join(_name(t, REPLAY_SUFFIX) for t in projector.tables)
-    await conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(copies))
-
-
-async def _rebuild(
-    conn: psycopg.AsyncConnection[Any],
-    projector: Projector,
-    batch_size: int,
-    on_progress: ProgressCallback | None,
-) -> tuple[int, _Swapped]:
-    """Build, catch up and swap; returns the events folded in all, and what the swap did."""
-    async with conn.transaction():
-        for table in projector.tables:
-            await conn.execute(
-                sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(
-                    _name(table, REPLAY_SUFFIX), _name(table)
+    finally:
+        if not conn.broken:
+            for projector in held:
+                await conn.execute(
+                    "SELECT pg_advisory_unlock(%s, %s)",
+                    (int(Lock.REPLAY), lock_key(projector.name)),
                 )
-            )
-            await give_to_owner_of(conn, table + REPLAY_SUFFIX, like=table)
-        index_renames = {table: await _index_renames(conn, table) for table in projector.tables}
-
-    async with _unbounded(conn):
-        upto, settled, total = await _settled_head(conn)
-        progress = _Progress(on_progress, total)
-        await projector.build(conn, suffix=REPLAY_SUFFIX, upto=upto)
-        # Fresh statistics, so that the first queries on the swapped-in view plan well.
-        for table in projector.tables:
-            await conn.execute(sql.SQL("ANALYZE {}").format(_name(table, REPLAY_SUFFIX)))
-    progress.advance(settled)
-
-    # Catch up without holding anything the live runner needs, until close to the head.
-    checkpoint = upto
-    failures: dict[int, DeadLetter] = {}
-    while True:
-        async with _unbounded(conn):
-            batch = await catch_up(
-                conn, projector, suffix=REPLAY_SUFFIX, checkpoint=checkpoint, batch_size=batch_size
-            )
-        checkpoint = batch.checkpoint
-        failures.update((d.position, d) for d in batch.dead_letters)
-        progress.advance(batch.events)
-        if batch.events < batch_size:
-            break
-    swapped = await _swap(
-        conn,
-        projector,
-        index_renames=index_renames,
-        checkpoint=checkpoint,
-        failures=failures,
-        batch_size=batch_size,
-    )
-    progress.advance(swapped.events)
-    return progress.done, swapped
 
 
-async def _settled_head(conn: psycopg.AsyncConnection[Any]) -> tuple[Checkpoint, int, int]:
-    """``upto`` (the last settled event in fence order), how many events are settled, and how
-    many are committed in all, from one snapshot."""
+async def _settled_head(conn: psycopg.AsyncConnection[Any]) -> _Head:
+    """``upto`` and the range of positions, from one snapshot."""
     cursor = await conn.execute(
-        "SELECT head.transaction_id::text::bigint, head.position, counts.settled, counts.total"
+        "SELECT head.transaction_id::text::bigint, head.position, bounds.first, bounds.last"
         " FROM (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin) AS fence"
         " LEFT JOIN LATERAL (SELECT transaction_id, position FROM events"
         "   WHERE transaction_id < fence.xmin"
         "   ORDER BY transaction_id DESC, position DESC LIMIT 1) AS head ON true"
-        " CROSS JOIN LATERAL (SELECT count(*) AS total,"
-        "   count(*) FILTER (WHERE transaction_id < fence.xmin) AS settled FROM events) AS counts"
+        " CROSS JOIN (SELECT min(position) AS first, max(position) AS last FROM events) AS bounds"
     )
     row = await cursor.fetchone()
     assert row is not None  # the query always returns one row
-    upto = Checkpoint() if row[0] is None else Checkpoint(row[0], row[1])
-    return upto, row[2], row[3]
+    if row[0] is None:
+        return _Head(Checkpoint(), 1, 0)
+    return _Head(Checkpoint(row[0], row[1]), row[2], row[3])
 
 
-async def _swap(
-    conn: psycopg.AsyncConnection[Any],
-    projector: Projector,
-    *,
-    index_renames: dict[str, list[tuple[str, str]]],
-    checkpoint: Checkpoint,
-    failures: dict[int, DeadLetter],
-    batch_size: int,
-) -> _Swapped:
-    """Catch up the last events and swap the copies in, in one transaction (retried when
-    readers keep the live tables locked past the lock timeout)."""
-    attempt = 0
-    while True:
-        attempt += 1
-        # A failed attempt rolls back its catch-up too: start each from the same place.
-        tail, tail_failures, tail_events = checkpoint, dict(failures), 0
-        try:
-            async with _unbounded(conn):
-                await lock_checkpoint(conn, projector)
-                while True:
-                    batch = await catch_up(
-                        conn,
-                        projector,
-                        suffix=REPLAY_SUFFIX,
-                        checkpoint=tail,
-                        batch_size=batch_size,
-                    )
-                    tail = batch.checkpoint
-                    tail_failures.update((d.position, d) for d in batch.dead_letters)
-                    tail_events += batch.events
-                    if batch.events < batch_size:
-                        break
-                await conn.execute(
-                    sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(_SWAP_LOCK_TIMEOUT))
-                )
-                for table in projector.tables:
-                    await _swap_table(conn, table, index_renames[table])
-                await save_checkpoint(conn, projector.name, tail, version=projector.version)
-                resolved = await _settle_dead_letters(conn, projector.name, tail_failures.values())
-        except psycopg.errors.LockNotAvailable:
-            if attempt >= _SWAP_ATTEMPTS:
-                raise
-            log.warning(
-                "replay of %s: readers kept the view locked; retrying the swap (%d/%d)",
-                projector.name,
-                attempt,
-                _SWAP_ATTEMPTS,
+def _tables(schema: str, projectors: Iterable[Projector]) -> sql.Composed:
+    return sql.SQL(", ").join(
+        sql.Identifier(schema, table) for projector in projectors for table in projector.tables
+    )
+
+
+class _Rebuild:
+    """One replay's work on the shadow tables, over one connection."""
+
+    def __init__(
+        self, conn: psycopg.AsyncConnection[Any], live: str, *, batch_size: int, chunk_size: int
+    ) -> None:
+        self._conn = conn
+        self._live = live
+        self._batch_size = batch_size
+        self._chunk_size = chunk_size
+        #: Per view, the events it could not apply, by position.
+        self._failures: dict[str, dict[int, DeadLetter]] = {}
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self, *, building: bool = False) -> AsyncIterator[None]:
+        """A transaction whose unqualified tables are the shadow ones (``events`` and the
+        checkpoints resolve to the live schema), without the service's statement timeout: a
+        build statement may take a while. ``building`` adds sort memory and turns JIT off
+        (compiling the fold costs more than it saves)."""
+        async with self._conn.transaction():
+            path = sql.SQL("{}, {}").format(
+                sql.Identifier(SHADOW_SCHEMA), sql.Identifier(self._live)
             )
-            await asyncio.sleep(min(0.2 * attempt, 2.0))
-            continue
-        return _Swapped(tail_events, len(tail_failures), resolved)
-
-
-async def _swap_table(
-    conn: psycopg.AsyncConnection[Any], table: str, index_renames: list[tuple[str, str]]
-) -> None:
-    live, copy, old = _name(table), _name(table, REPLAY_SUFFIX), _name(table, _OLD_SUFFIX)
-    await conn.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(live, old))
-    await conn.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(copy, live))
-    await conn.execute(sql.SQL("DROP TABLE {}").format(old))
-    # Renaming an index that backs a constraint renames the constraint too.
-    for copy_index, live_index in index_renames:
-        await conn.execute(
-            sql.SQL("ALTER INDEX {} RENAME TO {}").format(
-                sql.Identifier(copy_index), sql.Identifier(live_index)
+            options = {"search_path": path.as_string(self._conn), "statement_timeout": "0"}
+            if building:
+                options |= {"jit": "off", "work_mem": _BUILD_WORK_MEM}
+            await self._conn.execute(
+                "SELECT set_config(name, value, true)"
+                " FROM unnest(%s::text[], %s::text[]) AS option(name, value)",
+                (list(options), list(options.values())),
             )
+            yield
+
+    async def drop(self, projectors: Sequence[Projector]) -> None:
+        """Drop the shadow tables of ``projectors``, if any."""
+        await self._conn.execute(
+            sql.SQL("DROP TABLE IF EXISTS {}").format(_tables(SHADOW_SCHEMA, projectors))
         )
 
+    async def create(self, projectors: Sequence[Projector]) -> None:
+        """The new, empty tables, each belonging to whoever owns the live one (see
+        :func:`ledger.roles.give_to_owner_of`)."""
+        async with self._transaction():
+            for projector in projectors:
+                self._failures[projector.name] = {}
+                for statement in projector.schema():
+                    await self._conn.execute(statement)
+                for table in projector.tables:
+                    await give_to_owner_of(self._conn, table, schema=SHADOW_SCHEMA, like=self._live)
 
-async def _settle_dead_letters(
-    conn: psycopg.AsyncConnection[Any], projector: str, failures: Iterable[DeadLetter]
-) -> int:
-    """Resolve the dead letters the rebuilt view includes; record those it could not apply.
+    async def build(self, projectors: Sequence[Projector], head: _Head, progress: _Progress) -> int:
+        """Fill the shadow tables up to ``head.upto``, chunk by chunk, then finish them; the
+        events folded."""
+        upto = {"upto_xid": str(head.upto.transaction_id), "upto_position": head.upto.position}
+        built = 0
+        for low in range(head.first_position, head.last_position + 1, self._chunk_size):
+            events = await self._chunk(
+                tuple(projectors), {**upto, "low": low, "high": low + self._chunk_size}
+            )
+            built += events
+            progress.advance(events)
+        for projector in projectors:
+            # Each statement in a transaction of its own: none holds back the fence for long.
+            for statement in [*projector.finish_build(), *projector.indexes()]:
+                async with self._transaction(building=True):
+                    await self._conn.execute(statement, projector.parameters())
+            # Fresh statistics, so that the first queries on the swapped-in view plan well.
+            async with self._transaction():
+                await self._conn.execute(
+                    sql.SQL("ANALYZE {}").format(_tables(SHADOW_SCHEMA, [projector]))
+                )
+        return built
 
-    Every earlier dead letter lies at or before the new checkpoint (the live checkpoint never
-    passes the copy's), so each was either built or caught up by this replay.
-    """
-    failed = list(failures)
+    async def _chunk(self, projectors: tuple[Projector, ...], chunk: dict[str, Any]) -> int:
+        """One chunk for every view in one statement; if an event makes it fail, the chunk
+        again view by view, isolating the failing events. The events in the chunk."""
+        async with self._transaction(building=True):
+            try:
+                async with self._conn.transaction():
+                    cursor = await self._conn.execute(
+                        build_statements_for(projectors).chunk, parameters(projectors, **chunk)
+                    )
+            except Exception as exc:
+                if not is_the_events_fault(self._conn, exc):
+                    raise
+                return max([await self._isolate_chunk(p, chunk) for p in projectors])
+            return await _count(cursor)
+
+    async def _isolate_chunk(self, projector: Projector, chunk: dict[str, Any]) -> int:
+        """One view's chunk, isolating the events it cannot apply; the events in the chunk."""
+        own = build_statements_for((projector,))
+        params = parameters([projector], **chunk)
+        try:
+            async with self._conn.transaction():
+                return await _count(await self._conn.execute(own.chunk, params))
+        except Exception as exc:
+            if not is_the_events_fault(self._conn, exc):
+                raise
+        cursor = await self._conn.execute(
+            "SELECT position FROM events WHERE position >= %(low)s AND position < %(high)s"
+            " AND (transaction_id, position) <= (%(upto_xid)s::text::xid8, %(upto_position)s)"
+            " ORDER BY position",
+            chunk,
+        )
+        positions = [position for (position,) in await cursor.fetchall()]
+        for letter in await isolate(self._conn, projector.name, own.positions, params, positions):
+            self._failures[projector.name][letter.position] = letter
+        return len(positions)
+
+    async def catch_up(
+        self, projector: Projector, checkpoint: Checkpoint, progress: _Progress
+    ) -> tuple[Checkpoint, int]:
+        """Fold what was appended since the build, without holding anything the live runner
+        needs, until close to the head; where the shadow view has got to, and the events."""
+        events = 0
+        while True:
+            async with self._transaction():
+                batch = await apply_after(
+                    self._conn, projector, checkpoint, batch_size=self._batch_size
+                )
+            checkpoint = batch.checkpoint
+            self._failures[projector.name].update((d.position, d) for d in batch.dead_letters)
+            events += batch.events
+            progress.advance(batch.events)
+            if batch.events < self._batch_size:
+                return checkpoint, events
+
+    async def swap(self, projector: Projector, checkpoint: Checkpoint) -> _Swapped:
+        """Catch up the last events and swap the new tables in, in one transaction (retried
+        when readers keep the live tables locked past the lock timeout)."""
+        for attempt in range(1, _SWAP_ATTEMPTS + 1):
+            try:
+                return await self._swap_once(projector, checkpoint)
+            except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected):
+                if attempt == _SWAP_ATTEMPTS:
+                    raise
+                log.warning(
+                    "replay of %s: readers kept the view locked; retrying the swap (%d/%d)",
+                    projector.name,
+                    attempt,
+                    _SWAP_ATTEMPTS,
+                )
+                await asyncio.sleep(min(0.2 * attempt, 2.0))
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def _swap_once(self, projector: Projector, checkpoint: Checkpoint) -> _Swapped:
+        conn, live = self._conn, self._live
+        # A failed attempt rolls back its catch-up too: each starts from the same place.
+        failures, events = dict(self._failures[projector.name]), 0
+        async with self._transaction():
+            await conn.execute(
+                sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(_SWAP_LOCK_TIMEOUT))
+            )
+            # The tables before the checkpoint row, in the order a live batch takes them
+            # (its statement locks the tables when planned, the row when run).
+            replaced = await _live_tables(conn, projector, live)
+            if replaced:
+                tables = sql.SQL(", ").join(sql.Identifier(live, t) for t in replaced)
+                await conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(tables))
+            await lock_checkpoint(conn, projector)
+            while True:
+                batch = await apply_after(conn, projector, checkpoint, batch_size=self._batch_size)
+                checkpoint = batch.checkpoint
+                failures.update((d.position, d) for d in batch.dead_letters)
+                events += batch.events
+                if batch.events < self._batch_size:
+                    break
+            if replaced:
+                await conn.execute(sql.SQL("DROP TABLE {}").format(tables))
+            for table in projector.tables:
+                await conn.execute(
+                    sql.SQL("ALTER TABLE {} SET SCHEMA {}").format(
+                        sql.Identifier(SHADOW_SCHEMA, table), sql.Identifier(live)
+                    )
+                )
+            await save_checkpoint(conn, projector.name, checkpoint, version=projector.version)
+            resolved = await settle_dead_letters(conn, projector.name, failures.values())
+        return _Swapped(events, len(failures), resolved)
+
+
+async def _count(cursor: psycopg.AsyncCursor[Any]) -> int:
+    row = await cursor.fetchone()
+    assert row is not None  # every fold statement returns one row
+    return int(row[0])
+
+
+async def _live_tables(
+    conn: psycopg.AsyncConnection[Any], projector: Projector, live: str
+) -> list[str]:
+    """The projector's tables that exist in the live schema."""
     cursor = await conn.execute(
-        "UPDATE dead_letters SET resolved_at = now() WHERE projector = %s"
-        " AND resolved_at IS NULL AND NOT (position = ANY(%s::bigint[]))",
-        (projector, [d.position for d in failed]),
+        "SELECT tablename FROM pg_tables WHERE schemaname = %s AND tablename = ANY(%s)",
+        (live, list(projector.tables)),
     )
-    await record_dead_letters(conn, projector, failed)
-    return cursor.rowcount
-
-
-_INDEXES = """
-SELECT index.relname, i.indisprimary, i.indisunique,
-       substr(pg_get_indexdef(i.indexrelid), position(' USING ' IN pg_get_indexdef(i.indexrelid)))
-FROM pg_index AS i JOIN pg_class AS index ON index.oid = i.indexrelid
-WHERE i.indrelid = %s::regclass
-"""
-
-
-async def _indexes_by_shape(
-    conn: psycopg.AsyncConnection[Any], table: str
-) -> dict[tuple[bool, bool, str], str]:
-    """A table's indexes by shape (primary, unique, method, columns, predicate), ignoring
-    names. Shapes shared by several indexes are left out: they cannot be told apart."""
-    cursor = await conn.execute(_INDEXES, (sql.Identifier(table).as_string(conn),))
-    rows = await cursor.fetchall()
-    by_shape = [((primary, unique, shape), name) for name, primary, unique, shape in rows]
-    counts = Counter(shape for shape, _ in by_shape)
-    return {shape: name for shape, name in by_shape if counts[shape] == 1}
-
-
-async def _index_renames(conn: psycopg.AsyncConnection[Any], table: str) -> list[tuple[str, str]]:
-    """(copy's index, live index) name pairs, to give the swapped-in copy the live names."""
-    live = await _indexes_by_shape(conn, table)
-    copy = await _indexes_by_shape(conn, table + REPLAY_SUFFIX)
-    return [(copy[shape], name) for shape, name in live.items() if shape in copy]
+    return [name for (name,) in await cursor.fetchall()]

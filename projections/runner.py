@@ -1,13 +1,19 @@
-"""The catch-up runner: keeps every projector's view current, each event applied exactly once.
+"""The projection daemon: keeps every projector's view current, each event applied exactly once.
 
 Each projector is fed by one loop in one process at a time, whichever holds that projector's
 session advisory lock on its dedicated connection; other processes stand by and take over
-when the holder's connection goes away. A batch is read behind the transaction-id fence and
-applied in one transaction together with the checkpoint, so a crash at any point leaves the
-view and its checkpoint in agreement: nothing is skipped and nothing is applied twice.
+when the holder's connection goes away. A batch is one statement
+(:func:`projections.catch_up.apply_next`), so the view and its checkpoint always agree.
+
+Wake-ups are coalesced. While events keep coming, a loop applies a batch, pauses for
+``busy_interval`` to let the next batch gather, and applies again: one statement per view
+per interval, however many callbacks arrive. When a look finds nothing, the loop goes idle:
+it waits for the ledger's debounced notification (sent after the append commits, never
+inside it) or a poll, at intervals that double up to ``poll_interval``. An idle poll is a
+read-only check that takes no transaction id.
 
 Version policy: a view with no checkpoint yet, or whose stored version differs from the
-projector's, is rebuilt by :func:`projections.replay.replay` when the runner becomes active
+projector's, is rebuilt by :func:`projections.replay.replay` when the loop becomes active
 (set-based, much faster than folding from the start batch by batch), and again if another
 process swaps in a view of another version while this one runs it.
 """
@@ -21,282 +27,26 @@ import random
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Final
 
-import msgspec
 import psycopg
-from psycopg import pq, sql
+from psycopg import sql
 
 from ledger.database import EVENTS_CHANNEL, connect, with_options
-from ledger.events import RecordedEvent
-from ledger.store import Checkpoint, read_after
 from projections.base import Projector
+from projections.catch_up import DEFAULT_BATCH_SIZE, Batch, apply_next
+from projections.checkpoints import VersionMismatch, pending, stored_checkpoint
 from projections.locks import Lock, try_advisory_lock
+from projections.replay import ReplayInProgress, replay
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BATCH_SIZE: Final = 2000
-#: Notified (payload: JSON projector, transaction_id, position) when a batch commits, so that
-#: read-your-writes waiters and live feeds need not poll the checkpoint table.
-PROJECTED_CHANNEL: Final = "ledger_projected"
-
 # How long one wait for notifications lasts: the listener checks its stop flag this often.
-_LISTEN_SLICE = 0.25
+_LISTEN_SLICE: Final = 0.25
 # Server-side TCP keepalives for the runner's connections: if the host holding a runner lock
 # dies without closing its socket, the server drops the session (and the lock) in about 25 s
 # instead of the operating system's default of hours. Ignored over Unix sockets.
-_KEEPALIVES = "-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3"
-
-# Errors that say nothing about the event being applied: the database or connection is
-# unavailable, a lock or serialisation conflict, or broken SQL/schema. The batch is retried
-# later as a whole; turning these into dead letters would dead-letter the whole ledger.
-_NOT_THE_EVENTS_FAULT = (
-    psycopg.OperationalError,
-    psycopg.InterfaceError,
-    psycopg.ProgrammingError,
-    psycopg.InternalError,
+_KEEPALIVES: Final = (
+    "-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3"
 )
-
-
-class DeadLetter(msgspec.Struct, frozen=True):
-    """An event a projector could not apply, and why."""
-
-    position: int
-    error: str
-
-
-class Batch(msgspec.Struct, frozen=True):
-    """What one catch-up step did: the checkpoint after it, events read, events that failed."""
-
-    checkpoint: Checkpoint
-    events: int
-    dead_letters: tuple[DeadLetter, ...] = ()
-
-
-class StoredCheckpoint(msgspec.Struct, frozen=True):
-    """A projector's row in ``projection_checkpoints``."""
-
-    checkpoint: Checkpoint
-    version: int
-
-
-class VersionMismatch(Exception):
-    """The stored view was built by another version of its projector."""
-
-    def __init__(self, name: str, stored: int | None, expected: int) -> None:
-        super().__init__(
-            f"the {name} view is version {stored}, this code projects version {expected}"
-        )
-        self.name = name
-        self.stored = stored
-        self.expected = expected
-
-
-async def stored_checkpoint(
-    conn: psycopg.AsyncConnection[Any], name: str, *, for_update: bool = False
-) -> StoredCheckpoint | None:
-    """A projector's stored checkpoint and view version; None if it has never run.
-
-    ``for_update`` locks the row until the transaction ends: that is how a batch, replay's
-    swap and the scheduler's tick take turns on one view.
-    """
-    query = (
-        "SELECT transaction_id::text::bigint, position, version FROM projection_checkpoints"
-        " WHERE name = %s"
-    )
-    cursor = await conn.execute(query + (" FOR UPDATE" if for_update else ""), (name,))
-    row = await cursor.fetchone()
-    return None if row is None else StoredCheckpoint(Checkpoint(row[0], row[1]), row[2])
-
-
-async def lock_checkpoint(
-    conn: psycopg.AsyncConnection[Any], projector: Projector
-) -> StoredCheckpoint:
-    """Lock the projector's checkpoint row for this transaction, creating it if missing.
-
-    A missing row means a view that has never been fed: empty, at the start of the ledger.
-    """
-    stored = await stored_checkpoint(conn, projector.name, for_update=True)
-    if stored is None:
-        await conn.execute(
-            "INSERT INTO projection_checkpoints (name, version) VALUES (%s, %s)"
-            " ON CONFLICT (name) DO NOTHING",
-            (projector.name, projector.version),
-        )
-        stored = await stored_checkpoint(conn, projector.name, for_update=True)
-        assert stored is not None  # inserted (or raced in) above; never deleted
-    return stored
-
-
-async def save_checkpoint(
-    conn: psycopg.AsyncConnection[Any],
-    name: str,
-    checkpoint: Checkpoint,
-    *,
-    version: int | None = None,
-) -> None:
-    """Move a projector's checkpoint (and optionally its version) in the current transaction."""
-    await conn.execute(
-        "UPDATE projection_checkpoints SET transaction_id = %s::text::xid8, position = %s,"
-        " version = coalesce(%s, version), updated_at = now() WHERE name = %s",
-        (str(checkpoint.transaction_id), checkpoint.position, version, name),
-    )
-
-
-async def record_dead_letters(
-    conn: psycopg.AsyncConnection[Any], projector: str, dead_letters: Sequence[DeadLetter]
-) -> None:
-    """Record (or re-open) dead letters in the current transaction."""
-    if not dead_letters:
-        return
-    await conn.execute(
-        "INSERT INTO dead_letters (projector, position, error)"
-        " SELECT %s, position, error FROM unnest(%s::bigint[], %s::text[]) AS d(position, error)"
-        " ON CONFLICT (projector, position) DO UPDATE"
-        " SET error = EXCLUDED.error, failed_at = now(), resolved_at = NULL",
-        (projector, [d.position for d in dead_letters], [d.error for d in dead_letters]),
-    )
-
-
-async def catch_up(
-    conn: psycopg.AsyncConnection[Any],
-    projector: Projector,
-    *,
-    suffix: str = "",
-    checkpoint: Checkpoint,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-) -> Batch:
-    """Fold the next settled events after ``checkpoint`` into ``<tables><suffix>``.
-
-    The one catch-up implementation, shared by the runner (live tables) and replay (copies).
-    It must run inside the caller's transaction, which also stores the returned checkpoint:
-    an event that makes ``apply`` fail is isolated by retrying the batch's halves in
-    savepoints, and is returned as a dead letter while the rest of the batch is applied.
-    """
-    if conn.info.transaction_status != pq.TransactionStatus.INTRANS:
-        raise RuntimeError("catch_up must run inside a transaction that also stores its checkpoint")
-    events = await read_after(conn, checkpoint, batch_size)
-    if not events:
-        return Batch(checkpoint, 0)
-    dead_letters = await _apply_isolating(conn, projector, events, suffix)
-    last = events[-1]
-    return Batch(Checkpoint(last.transaction_id, last.position), len(events), tuple(dead_letters))
-
-
-async def _apply_isolating(
-    conn: psycopg.AsyncConnection[Any],
-    projector: Projector,
-    events: Sequence[RecordedEvent],
-    suffix: str,
-) -> list[DeadLetter]:
-    try:
-        async with conn.transaction():
-            await projector.apply(conn, events, suffix=suffix)
-    except Exception as exc:
-        if isinstance(exc, _NOT_THE_EVENTS_FAULT) or conn.broken:
-            raise
-        if len(events) == 1:
-            log.error(
-                "projector %s cannot apply the event at position %d: recording a dead letter",
-                projector.name,
-                events[0].position,
-                exc_info=exc,
-            )
-            return [DeadLetter(events[0].position, f"{type(exc).__name__}: {exc}")]
-        # Bisecting finds k poison events in O(k log n) applies, each half in its own savepoint.
-        half = len(events) // 2
-        return [
-            *await _apply_isolating(conn, projector, events[:half], suffix),
-            *await _apply_isolating(conn, projector, events[half:], suffix),
-        ]
-    return []
-
-
-async def _idle_checkpoint(
-    conn: psycopg.AsyncConnection[Any], projector: Projector
-) -> Checkpoint | None:
-    """The stored checkpoint if nothing is pending after it, else None.
-
-    Checked without a transaction or a row lock, so an idle poll costs two reads and no
-    transaction id.
-    """
-    stored = await stored_checkpoint(conn, projector.name)
-    if stored is None:
-        return None
-    if stored.version != projector.version:
-        raise VersionMismatch(projector.name, stored.version, projector.version)
-    return None if await read_after(conn, stored.checkpoint, 1) else stored.checkpoint
-
-
-async def _step(conn: psycopg.AsyncConnection[Any], projector: Projector, batch_size: int) -> Batch:
-    """One batch inside the caller's transaction: lock, re-read, apply, advance."""
-    stored = await lock_checkpoint(conn, projector)
-    if stored.version != projector.version:
-        raise VersionMismatch(projector.name, stored.version, projector.version)
-    batch = await catch_up(conn, projector, checkpoint=stored.checkpoint, batch_size=batch_size)
-    if batch.events:
-        await save_checkpoint(conn, projector.name, batch.checkpoint)
-        await record_dead_letters(conn, projector.name, batch.dead_letters)
-        payload = {
-            "projector": projector.name,
-            "transaction_id": batch.checkpoint.transaction_id,
-            "position": batch.checkpoint.position,
-        }
-        await conn.execute(
-            "SELECT pg_notify(%s, %s)", (PROJECTED_CHANNEL, msgspec.json.encode(payload).decode())
-        )
-    return batch
-
-
-def _require_autocommit(conn: psycopg.AsyncConnection[Any]) -> None:
-    # Otherwise the batch's transaction would be a savepoint in an implicit transaction that
-    # nobody commits, and the work would be lost when the connection closes.
-    if not conn.autocommit:
-        raise ValueError("the connection must be in autocommit mode: each batch commits itself")
-
-
-async def apply_batch(
-    conn: psycopg.AsyncConnection[Any],
-    projector: Projector,
-    *,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-) -> Batch:
-    """Apply the next batch to the live view, in one transaction with its checkpoint.
-
-    ``conn`` must be in autocommit mode. The checkpoint is re-read under ``FOR UPDATE`` in the
-    transaction (never cached): replay may have moved it, and two appliers serialise on it.
-    Raises :class:`VersionMismatch` if the stored view is of another version.
-    """
-    _require_autocommit(conn)
-    if (idle := await _idle_checkpoint(conn, projector)) is not None:
-        return Batch(idle, 0)
-    async with conn.transaction():
-        return await _step(conn, projector, batch_size)
-
-
-async def catch_up_unclaimed(
-    conn: psycopg.AsyncConnection[Any],
-    projector: Projector,
-    *,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    max_batches: int = 10,
-) -> int:
-    """Apply up to ``max_batches`` batches if no runner holds this projector; events applied.
-
-    A safety net for when no runner is alive: each batch first tries the runner lock as a
-    transaction lock, which fails while any runner holds it as a session lock.
-    """
-    _require_autocommit(conn)
-    applied = 0
-    for _ in range(max_batches):
-        if await _idle_checkpoint(conn, projector) is not None:
-            break
-        async with conn.transaction():
-            if not await try_advisory_lock(conn, Lock.RUNNER, projector.name, scope="transaction"):
-                break
-            batch = await _step(conn, projector, batch_size)
-        applied += batch.events
-        if batch.events < batch_size:
-            break
-    return applied
 
 
 class _Backoff:
@@ -326,8 +76,8 @@ class CatchUpRunner:
     """Keeps projectors' views current in this process whenever it holds their locks.
 
     One task per projector (lock, catch up, wait) and one listener task that wakes them on
-    ``NOTIFY``. They also poll every ``poll_interval`` seconds, because notifications sent
-    while disconnected are lost. Lost connections are re-opened with backoff.
+    ``NOTIFY``. Lost connections are re-opened with backoff. See the module docstring for
+    how wake-ups are coalesced.
     """
 
     def __init__(
@@ -336,6 +86,7 @@ class CatchUpRunner:
         projectors: Sequence[Projector],
         *,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        busy_interval: float = 0.02,
         poll_interval: float = 1.0,
         lock_retry_interval: float = 2.0,
         reconnect_delay: float = 0.5,
@@ -349,6 +100,7 @@ class CatchUpRunner:
         self._url = with_options(url, _KEEPALIVES)
         self._projectors = tuple(projectors)
         self._batch_size = batch_size
+        self._busy_interval = busy_interval
         self._poll_interval = poll_interval
         self._lock_retry_interval = lock_retry_interval
         self._reconnect_delay = reconnect_delay
@@ -388,14 +140,14 @@ class CatchUpRunner:
         self.wake()
         if not self._tasks:
             return
-        _, pending = await asyncio.wait(self._tasks, timeout=self._stop_grace)
-        if pending:
+        _, unfinished = await asyncio.wait(self._tasks, timeout=self._stop_grace)
+        if unfinished:
             log.warning("runner: cancelling queries still running after %.1f s", self._stop_grace)
             for conn in list(self._connections):
                 with contextlib.suppress(psycopg.Error):
                     await conn.cancel_safe(timeout=2.0)
-            _, pending = await asyncio.wait(pending, timeout=self._stop_grace)
-        for task in pending:
+            _, unfinished = await asyncio.wait(unfinished, timeout=self._stop_grace)
+        for task in unfinished:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
@@ -412,7 +164,7 @@ class CatchUpRunner:
         correctness does not depend on it, the checkpoint row lock serialises appliers.
         """
         async with self._connection() as conn:
-            batch = await apply_batch(conn, projector, batch_size=self._batch_size)
+            batch = await apply_next(conn, projector, batch_size=self._batch_size)
         self._report(projector, batch)
         return batch.events
 
@@ -434,12 +186,14 @@ class CatchUpRunner:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
-    async def _idle(self, name: str) -> None:
-        """Wait for a notification, the poll interval, or stop."""
+    async def _idle(self, name: str, seconds: float) -> bool:
+        """Wait for a notification, ``seconds``, or stop; whether a notification came."""
         wakeup = self._wakeups[name]
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wakeup.wait(), self._poll_interval)
+            await asyncio.wait_for(wakeup.wait(), seconds)
+        notified = wakeup.is_set()
         wakeup.clear()
+        return notified
 
     async def _listen(self) -> None:
         backoff = _Backoff(self._reconnect_delay)
@@ -506,34 +260,53 @@ class CatchUpRunner:
     ) -> None:
         self._active.add(projector.name)
         await self._ensure_current(conn, projector)
+        idle_for = 0.0  # the current idle poll interval; 0 while busy
+        look = True  # apply without checking first: on becoming active, when busy, notified
         while not self._stopping.is_set():
             try:
-                batch = await apply_batch(conn, projector, batch_size=self._batch_size)
+                # A timed poll while idle is a read-only check first.
+                if look or await pending(conn, projector):
+                    batch = await apply_next(conn, projector, batch_size=self._batch_size)
+                else:
+                    batch = None
             except VersionMismatch:
                 # Another process replayed the view with other code while we held the lock.
                 await self._ensure_current(conn, projector)
                 continue
             backoff.reset()
-            self._report(projector, batch)
-            if batch.events < self._batch_size:
-                await self._idle(projector.name)
+            if batch is not None and batch.events:
+                self._report(projector, batch)
+                idle_for = 0.0
+                look = True
+                if batch.events < self._batch_size:
+                    # Busy: let the next batch gather for a moment, whatever wakes us meanwhile.
+                    await self._sleep(self._busy_interval)
+                continue
+            idle_for = min(self._poll_interval, max(self._busy_interval, idle_for * 2))
+            look = await self._idle(projector.name, idle_for)
 
     async def _ensure_current(
         self, conn: psycopg.AsyncConnection[Any], projector: Projector
     ) -> None:
         """Rebuild the view unless it is of this projector's version (see the module doc)."""
-        from projections.replay import ReplayInProgress, replay
-
         while not self._stopping.is_set():
             stored = await stored_checkpoint(conn, projector.name)
             if stored is not None and stored.version == projector.version:
                 return
-            log.info(
-                "rebuilding the %s view (stored version %s, this code projects version %d)",
-                projector.name,
-                None if stored is None else stored.version,
-                projector.version,
-            )
+            if stored is None:
+                log.info(
+                    "building the %s view for the first time (this code projects version %d)",
+                    projector.name,
+                    projector.version,
+                )
+            else:
+                log.info(
+                    "rebuilding the %s view: it was built by version %d, this code projects"
+                    " version %d",
+                    projector.name,
+                    stored.version,
+                    projector.version,
+                )
             try:
                 async with self._connection() as replay_conn:
                     report = await replay(replay_conn, projector, batch_size=self._batch_size)

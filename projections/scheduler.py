@@ -22,9 +22,10 @@ from apscheduler.triggers.interval import IntervalTrigger
 from psycopg_pool import AsyncConnectionPool
 
 from projections.base import Projector
+from projections.catch_up import DEFAULT_BATCH_SIZE, catch_up_unclaimed
+from projections.checkpoints import VersionMismatch
 from projections.expiry import expire_stale
 from projections.locks import Lock, try_advisory_lock
-from projections.runner import DEFAULT_BATCH_SIZE, VersionMismatch, catch_up_unclaimed
 
 log = logging.getLogger(__name__)
 

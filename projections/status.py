@@ -2,31 +2,36 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-import psycopg
 from psycopg import sql
 
-from ledger.events import RecordedEvent
-from ledger.store import Checkpoint
 from projections import fold
+from projections.base import DDL
 
 TABLE: Final = "message_status"
 
-#: Every folded column of the view (see :mod:`projections.fold` for how each one folds).
-COLUMNS: Final = (
-    *fold.WINNER_COLUMNS,
-    fold.FROM_NUMBER,
-    fold.TO_NUMBER,
-    fold.MESSAGE_TYPE,
-    fold.UNITS,
-    fold.TOTAL_AMOUNT,
-    fold.FIRST_EVENT_AT,
-    fold.LAST_EVENT_AT,
-    *(fold.milestone(status) for status in fold.STATUS_RANKS),
-    fold.EVENT_COUNT,
-    fold.LAST_POSITION,
+#: Keyset search, newest first, with and without the two selective filters. from_number has
+#: no index of its own: senders are few, so the time index with a filter serves it, and every
+#: index is paid for on each status change.
+_INDEXES: Final = {
+    "message_status_recent": "first_event_at, message_uuid",
+    "message_status_by_status": "status, first_event_at, message_uuid",
+    "message_status_by_recipient": "to_number, first_event_at, message_uuid",
+}
+
+# Every column of the fold, merged into the stored row: the status and error code from the
+# winning event, milestones and event times as the earliest / latest, the sender, recipient,
+# type, units and amount as the greatest reported (see projections.fold).
+_UPSERT: Final = sql.SQL(
+    "status_saved AS (INSERT INTO {table} AS cur ({columns}) SELECT {columns} FROM {folded}"
+    " ON CONFLICT (message_uuid) DO UPDATE SET {merge})"
+).format(
+    table=sql.Identifier(TABLE),
+    columns=fold.column_list(fold.COLUMNS),
+    folded=sql.Identifier(fold.FOLDED),
+    merge=fold.merge(fold.COLUMNS, "cur"),
 )
 
 
@@ -39,35 +44,39 @@ class MessageStatusProjector:
     """
 
     name = "message_status"
-    version = 1
+    # 2: folded in PostgreSQL from the ledger itself; the view is built from the fold's DDL.
+    version = 2
     tables: tuple[str, ...] = (TABLE,)
 
-    async def build(
-        self, conn: psycopg.AsyncConnection[Any], *, suffix: str, upto: Checkpoint
-    ) -> None:
-        """Fill the empty ``message_status<suffix>`` from every event at or before ``upto``."""
-        source, params = fold.ledger_upto(upto)
-        async with fold.bulk_load(conn, [TABLE + suffix]):
-            await conn.execute(self._insert(suffix, source), params)
+    def schema(self) -> Sequence[DDL]:
+        """The table: the message's UUID and every column of the fold."""
+        return [
+            sql.SQL("CREATE TABLE {} ({})").format(
+                sql.Identifier(TABLE), fold.column_definitions(fold.COLUMNS)
+            )
+        ]
 
-    async def apply(
-        self,
-        conn: psycopg.AsyncConnection[Any],
-        events: Sequence[RecordedEvent],
-        *,
-        suffix: str = "",
-    ) -> None:
-        """Fold a batch into ``message_status<suffix>`` with one upsert."""
-        if not events:
-            return
-        source, params = fold.batch(events)
-        statement = self._insert(suffix, source) + sql.SQL(
-            " ON CONFLICT (message_uuid) DO UPDATE SET {}"
-        ).format(fold.merge(COLUMNS, "cur"))
-        await conn.execute(statement, params)
+    def indexes(self) -> Sequence[DDL]:
+        """The search indexes (see ``_INDEXES``)."""
+        return [
+            sql.SQL("CREATE INDEX {} ON {} ({})").format(
+                sql.Identifier(name), sql.Identifier(TABLE), sql.SQL(columns)
+            )
+            for name, columns in _INDEXES.items()
+        ]
 
-    @staticmethod
-    def _insert(suffix: str, source: sql.Composable) -> sql.Composed:
-        return sql.SQL("INSERT INTO {} AS cur ({}) {}").format(
-            sql.Identifier(TABLE + suffix), fold.column_list(COLUMNS), fold.fold(source, COLUMNS)
-        )
+    def apply(self) -> sql.Composable:
+        """One upsert of the batch's fold, merged into the stored rows."""
+        return _UPSERT
+
+    def build(self) -> sql.Composable:
+        """The same upsert: a message's events may straddle two chunks of a rebuild."""
+        return _UPSERT
+
+    def finish_build(self) -> Sequence[DDL]:
+        """Nothing: the chunks built the whole table."""
+        return ()
+
+    def parameters(self) -> Mapping[str, Any]:
+        """None."""
+        return {}

@@ -32,6 +32,7 @@ from api.simulate import lifecycle, sign
 from ledger.database import connect, create_pool, embedded_server
 from ledger.migrate import migrate
 from ledger.settings import Settings
+from ledger.store import Checkpoint
 
 _TEMPLATE = f"ledger_template_{os.getpid()}"
 _counter = itertools.count()
@@ -202,6 +203,16 @@ async def post_lifecycles(
 def auth() -> dict[str, str]:
     """Headers that pass the read API's token check."""
     return {"Authorization": f"Bearer {API_TOKEN}"}
+
+
+async def ledger_head(conn: psycopg.AsyncConnection[Any]) -> Checkpoint:
+    """The newest event's place in fence order (the zero checkpoint on an empty ledger)."""
+    cursor = await conn.execute(
+        "SELECT transaction_id::text::bigint, position FROM events"
+        " ORDER BY transaction_id DESC, position DESC LIMIT 1"
+    )
+    row = await cursor.fetchone()
+    return Checkpoint(row[0], row[1]) if row else Checkpoint()
 
 
 async def count_events(database_url: str) -> int:

@@ -22,15 +22,23 @@ from projections.queries import (
 )
 from projections.status import MessageStatusProjector
 from projections.views import MessageQuery
-from tests.test_status_projection import T0, Conn, callback, project, record, system_event
+from tests.test_status_projection import (
+    T0,
+    Conn,
+    apply,
+    callback,
+    project,
+    record,
+    system_event,
+)
 
 DAY_1 = date(2026, 3, 1)
 
 
 async def project_both(conn: Conn, *events: NewEvent) -> None:
     recorded = await record(conn, *events)
-    await MessageStatusProjector().apply(conn, recorded)
-    await DailyMetricsProjector().apply(conn, recorded)
+    await apply(conn, MessageStatusProjector(), recorded)
+    await apply(conn, DailyMetricsProjector(), recorded)
 
 
 async def search_all(conn: Conn, query: MessageQuery) -> list[UUID]:

@@ -7,9 +7,10 @@ event, so that a skipped or doubly applied event shows up as a missing or repeat
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
@@ -19,11 +20,16 @@ import pytest
 from psycopg import sql
 
 from ledger.database import connect
-from ledger.events import STATUS_REPORTED, EventMeta, NewEvent, RecordedEvent
-from ledger.store import Append, Checkpoint, append, head, notify_readers
+from ledger.events import STATUS_REPORTED, EventMeta, NewEvent
+from ledger.store import Append, Checkpoint, append, notify_readers
+from projections.base import DDL
+from projections.catch_up import Batch
+from projections.checkpoints import stored_checkpoint
 from projections.locks import Lock, lock_key
 from projections.progress import dead_letters, has_applied, projector_lag
-from projections.runner import Batch, CatchUpRunner, stored_checkpoint
+from projections.replay import SHADOW_SCHEMA
+from projections.runner import CatchUpRunner
+from tests.conftest import ledger_head
 
 Conn = psycopg.AsyncConnection[Any]
 
@@ -33,21 +39,46 @@ CREATE TABLE recorded (
     transaction_id  bigint NOT NULL,
     message_uuid    uuid NOT NULL
 );
-CREATE INDEX recorded_by_message ON recorded (message_uuid, position);
 CREATE TABLE recorded_totals (
     message_uuid  uuid NOT NULL,
     events        integer NOT NULL CONSTRAINT recorded_totals_positive CHECK (events > 0),
     CONSTRAINT recorded_totals_key PRIMARY KEY (message_uuid)
 );
 """
+RECORDING_INDEX = "CREATE INDEX recorded_by_message ON recorded (message_uuid, position)"
+#: One row per rebuild of the recording view that reached its end (in the live schema).
+REBUILDS_TABLE = "CREATE TABLE recording_rebuilds (finished_at timestamptz DEFAULT now())"
+#: The advisory lock (two-key form) every chunk of a recording build waits on, shared: a
+#: test holding it exclusively holds builds back (see BuildGate).
+BUILD_GATE = (0x7E57, 1)
+
+_RECORD = """
+recording_rows AS (
+    INSERT INTO recorded SELECT b.position, b.transaction_id::text::bigint, b.message_uuid
+    FROM batch AS b {gate}
+    -- A poisoned event fails the statement (not a constant 1/0: that fails when planned).
+    WHERE 1 / CASE WHEN %(recording_poisoned)s AND b.payload ? 'Poison' THEN 0 ELSE 1 END = 1
+    AND (NOT %(recording_crash)s OR pg_terminate_backend(pg_backend_pid()))),
+recording_totals AS (
+    INSERT INTO recorded_totals AS t SELECT message_uuid, count(*) FROM batch {gate}
+    GROUP BY message_uuid
+    ON CONFLICT (message_uuid) DO UPDATE SET events = t.events + EXCLUDED.events)
+"""
+# Evaluated before each write of a chunk, so that a held chunk has written nothing (and so
+# holds no transaction id): wait at the gate, sleep, fail if told to (a regclass cast of a
+# name that is no table: an error that is not the events' fault).
+_GATE = sql.SQL(
+    "CROSS JOIN (SELECT pg_advisory_xact_lock_shared({}, {}),"
+    " pg_sleep(%(recording_build_sleep)s), %(recording_build_error)s::regclass) AS gate"
+).format(*map(sql.Literal, BUILD_GATE))
 
 
 class RecordingProjector:
-    """Records each applied event; optionally fails on events marked ``Poison``.
+    """Records each applied event in SQL, as the real projectors fold; optionally fails on
+    events marked ``Poison`` (apply only, so a fixed projector is a rebuild away).
 
-    ``apply`` writes before it checks for poison, so a failed batch has partial work to roll
-    back. ``after_insert`` lets a test crash the applying connection mid-batch, and
-    ``build_gate`` holds a replay's build until the test releases it.
+    ``crash`` makes the applying backend terminate itself mid-statement; ``build_sleep``
+    slows each chunk of a rebuild, ``build_error`` fails it, and :class:`BuildGate` holds it.
     """
 
     tables = ("recorded", "recorded_totals")
@@ -56,67 +87,80 @@ class RecordingProjector:
         self.name = "recording"
         self.version = version
         self.poisoned = poisoned
-        self.builds = 0
+        self.crash = False
         self.build_sleep = 0.0
-        self.build_error: Exception | None = None
-        self.build_started = asyncio.Event()
-        self.build_gate: asyncio.Event | None = None
-        self.after_insert: Callable[[Conn], Awaitable[None]] | None = None
+        self.build_error: str | None = None
 
-    async def build(self, conn: Conn, *, suffix: str, upto: Checkpoint) -> None:
-        self.builds += 1
-        self.build_started.set()
-        if self.build_gate is not None:
-            await self.build_gate.wait()
-        if self.build_sleep:
-            await conn.execute("SELECT pg_sleep(%s)", (self.build_sleep,))
-        if self.build_error is not None:
-            raise self.build_error
-        upto_params = (str(upto.transaction_id), upto.position)
-        settled = "(transaction_id, position) <= (%s::text::xid8, %s)"
-        await conn.execute(
-            sql.SQL(
-                "INSERT INTO {} SELECT position, transaction_id::text::bigint, message_uuid"
-                " FROM events WHERE " + settled
-            ).format(sql.Identifier("recorded" + suffix)),
-            upto_params,
-        )
-        await conn.execute(
-            sql.SQL(
-                "INSERT INTO {} SELECT message_uuid, count(*) FROM events WHERE "
-                + settled
-                + " GROUP BY message_uuid"
-            ).format(sql.Identifier("recorded_totals" + suffix)),
-            upto_params,
-        )
+    def schema(self) -> Sequence[DDL]:
+        return [sql.SQL(RECORDING_TABLES)]
 
-    async def apply(self, conn: Conn, events: Sequence[RecordedEvent], *, suffix: str = "") -> None:
-        await conn.execute(
-            sql.SQL(
-                "INSERT INTO {} SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::uuid[])"
-            ).format(sql.Identifier("recorded" + suffix)),
-            (
-                [e.position for e in events],
-                [e.transaction_id for e in events],
-                [e.message_uuid for e in events],
-            ),
-        )
-        await conn.execute(
-            sql.SQL(
-                "INSERT INTO {} AS t SELECT m, count(*) FROM unnest(%s::uuid[]) AS m GROUP BY m"
-                " ON CONFLICT (message_uuid) DO UPDATE SET events = t.events + EXCLUDED.events"
-            ).format(sql.Identifier("recorded_totals" + suffix)),
-            ([e.message_uuid for e in events],),
-        )
-        if self.after_insert is not None:
-            await self.after_insert(conn)
-        if self.poisoned and any("Poison" in e.payload for e in events):
-            raise ValueError("this event poisons the projector")
+    def indexes(self) -> Sequence[DDL]:
+        return [sql.SQL(RECORDING_INDEX)]
+
+    def apply(self) -> sql.Composable:
+        return sql.SQL(_RECORD).format(gate=sql.SQL(""))
+
+    def build(self) -> sql.Composable:
+        return sql.SQL(_RECORD).format(gate=_GATE)
+
+    def finish_build(self) -> Sequence[DDL]:
+        return [sql.SQL("INSERT INTO recording_rebuilds DEFAULT VALUES")]
+
+    def parameters(self) -> Mapping[str, Any]:
+        return {
+            "recording_poisoned": self.poisoned,
+            "recording_crash": self.crash,
+            "recording_build_sleep": self.build_sleep,
+            "recording_build_error": self.build_error,
+        }
+
+
+class BuildGate:
+    """Holds every recording build at its first chunk until :meth:`open` (or the block's
+    end), on a connection of its own."""
+
+    def __init__(self, conn: Conn) -> None:
+        self._conn = conn
+
+    async def reached(self) -> None:
+        """Wait until a build waits at the gate."""
+
+        async def waiting() -> bool:
+            cursor = await self._conn.execute(
+                "SELECT EXISTS (SELECT FROM pg_locks WHERE locktype = 'advisory'"
+                " AND NOT granted AND classid = %s AND objid = %s)",
+                BUILD_GATE,
+            )
+            row = await cursor.fetchone()
+            return bool(row and row[0])
+
+        await eventually(waiting)
+
+    async def open(self) -> None:
+        await self._conn.execute("SELECT pg_advisory_unlock_all()")
+
+
+@contextlib.asynccontextmanager
+async def build_gate(database_url: str) -> AsyncIterator[BuildGate]:
+    """A closed :class:`BuildGate`."""
+    async with connect(database_url) as conn:
+        await conn.execute("SELECT pg_advisory_lock(%s, %s)", BUILD_GATE)
+        yield BuildGate(conn)
+
+
+async def rebuilds(conn: Conn) -> int:
+    """How many rebuilds of the recording view have finished."""
+    cursor = await conn.execute("SELECT count(*) FROM recording_rebuilds")
+    row = await cursor.fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 @pytest.fixture
 async def projector(conn: Conn) -> RecordingProjector:
     await conn.execute(RECORDING_TABLES)
+    await conn.execute(RECORDING_INDEX)
+    await conn.execute(REBUILDS_TABLE)
     return RecordingProjector()
 
 
@@ -246,7 +290,7 @@ async def test_a_batch_applies_every_settled_event_once_with_its_checkpoint(
     assert await applied(conn) == positions
     stored = await stored_checkpoint(conn, projector.name)
     assert stored is not None
-    assert stored.checkpoint == await head(conn)
+    assert stored.checkpoint == await ledger_head(conn)
 
 
 async def test_an_event_committed_after_a_later_one_is_waited_for_not_skipped(
@@ -273,12 +317,7 @@ async def test_a_crash_mid_batch_rolls_back_the_partial_batch_and_the_retry_appl
     conn: Conn, projector: RecordingProjector, runners: Callable[..., CatchUpRunner]
 ) -> None:
     positions = await ingest(conn, 6)
-
-    async def crash(applying: Conn) -> None:
-        await conn.execute("SELECT pg_terminate_backend(%s)", (applying.info.backend_pid,))
-        await applying.execute("SELECT 1")
-
-    projector.after_insert = crash
+    projector.crash = True
     runner = runners([projector])
     with pytest.raises(psycopg.OperationalError):
         await runner.run_once(projector)
@@ -286,7 +325,7 @@ async def test_a_crash_mid_batch_rolls_back_the_partial_batch_and_the_retry_appl
     stored = await stored_checkpoint(conn, projector.name)
     assert stored is None or stored.checkpoint == Checkpoint()
 
-    projector.after_insert = None
+    projector.crash = False
     await drain(runner, projector)
     assert await applied(conn) == positions
     assert await totals_match(conn)
@@ -365,18 +404,38 @@ async def test_a_standby_runner_takes_over_when_the_holders_connection_is_killed
     assert len(await applied(conn)) == 20
 
 
-async def test_a_notification_wakes_the_runner_long_before_its_poll_interval(
+async def test_one_callback_is_applied_soon_after_its_notification_however_long_idle(
     conn: Conn, projector: RecordingProjector, runners: Callable[..., CatchUpRunner]
 ) -> None:
-    runner = runners([projector], poll_interval=30.0)
+    # Without the notification, the next look would come after the idle backoff (past a
+    # second by now), or the hour-long poll interval.
+    runner = runners([projector], poll_interval=3600.0)
     await runner.start()
     await eventually(lambda: is_active(runner))
     await eventually(lambda: listening(conn))
-    await asyncio.sleep(0.1)  # let the first catch-up finish, so that the runner is waiting
-    positions = await ingest(conn, 3)
-    waited = await eventually(lambda: caught_up(conn))
+    await asyncio.sleep(1.5)
+    positions = await ingest(conn, 1)
+    await eventually(lambda: caught_up(conn), within=1.0)
     assert await applied(conn) == positions
-    assert waited < 2.0  # the poll interval is 30 s
+
+
+async def test_callbacks_arriving_while_busy_are_applied_together_in_the_next_batch(
+    conn: Conn, projector: RecordingProjector, runners: Callable[..., CatchUpRunner]
+) -> None:
+    seen: list[int] = []
+    runner = runners(
+        [projector], busy_interval=0.5, on_applied=lambda _, batch: seen.append(batch.events)
+    )
+    await runner.run_once(projector)  # the view exists: no first build
+    await runner.start()
+    await eventually(lambda: is_active(runner))
+    await ingest(conn, 1)
+    await eventually(lambda: caught_up(conn))
+    # The runner now pauses for its busy interval: ten commits, ten notifications, meanwhile.
+    for _ in range(10):
+        await ingest(conn, 1)
+    await eventually(lambda: caught_up(conn))
+    assert seen == [1, 10]
 
 
 async def test_polling_applies_events_whose_notification_never_came(
@@ -430,14 +489,26 @@ async def test_stop_returns_promptly_and_releases_the_lock(
 async def test_stop_cancels_a_long_rebuild_and_leaves_nothing_behind(
     conn: Conn, projector: RecordingProjector, runners: Callable[..., CatchUpRunner]
 ) -> None:
+    await ingest(conn, 3)
     projector.build_sleep = 30.0
     runner = runners([projector], stop_grace=0.2)
     await runner.start()
-    await projector.build_started.wait()
+
+    async def building() -> bool:
+        cursor = await conn.execute(
+            "SELECT EXISTS (SELECT FROM pg_stat_activity"
+            " WHERE wait_event = 'PgSleep' AND datname = current_database())"
+        )
+        row = await cursor.fetchone()
+        return bool(row and row[0])
+
+    await eventually(building)
     started = time.monotonic()
     await runner.stop()
     assert time.monotonic() - started < 2.0
-    cursor = await conn.execute("SELECT count(*) FROM pg_tables WHERE tablename LIKE '%%_replay'")
+    cursor = await conn.execute(
+        "SELECT count(*) FROM pg_tables WHERE schemaname = %s", (SHADOW_SCHEMA,)
+    )
     assert await cursor.fetchone() == (0,)
     assert await lock_holders(conn, projector.name) == []
     cursor = await conn.execute(
@@ -457,7 +528,7 @@ async def test_a_poison_event_is_dead_lettered_and_the_rest_of_its_batch_applied
     assert await totals_match(conn)
     [letter] = await dead_letters(conn, projector.name)
     assert letter.position == positions[4]
-    assert "poisons the projector" in letter.error
+    assert letter.error.startswith("DivisionByZero: division by zero")
     stored = await stored_checkpoint(conn, projector.name)
     assert stored is not None
     assert stored.checkpoint.position == positions[-1]
@@ -488,7 +559,7 @@ async def test_a_runner_rebuilds_a_view_of_another_version_when_it_becomes_activ
         return stored is not None and stored.version == 2
 
     await eventually(rebuilt)
-    assert upgraded.builds == 1
+    assert await rebuilds(conn) == 1
     assert await applied(conn) == positions
 
 

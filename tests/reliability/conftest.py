@@ -656,15 +656,16 @@ async def wait_for_projections(database_url: str, *, within: float = 30.0) -> No
     Needs a catch-up runner working on ``database_url`` (the service's, or one the test runs).
     """
     from ledger.settings import Settings
-    from ledger.store import Checkpoint, head
+    from ledger.store import Checkpoint
     from projections.registry import build_projectors
+    from tests.conftest import ledger_head
 
     names = [projector.name for projector in build_projectors(Settings())]
     behind: dict[str, Any] = {}
 
     async def caught_up() -> bool:
         async with connect(database_url) as conn:
-            newest = await head(conn)
+            newest = await ledger_head(conn)
             cursor = await conn.execute(
                 "SELECT name, transaction_id::text::bigint, position FROM projection_checkpoints"
             )

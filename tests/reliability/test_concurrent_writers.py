@@ -118,8 +118,9 @@ async def appender(
 
 @pytest.fixture(scope="module")
 async def scenario(module_databases: Callable[[], str]) -> Scenario:
+    from projections.catch_up import Batch
     from projections.registry import build_projectors
-    from projections.runner import Batch, CatchUpRunner
+    from projections.runner import CatchUpRunner
 
     rng = random.Random(8)
     events, messages, distinct = events_to_append(rng)

@@ -1,0 +1,150 @@
+"""The statements that fold events into views: one statement per batch, composed once.
+
+Each wraps projectors' folds between a choice of events (the ``batch`` relation, and its
+fold, :data:`projections.fold.FOLDED`) and what follows from it:
+
+* :attr:`Statements.next` — the live path: the next settled events after the stored
+  checkpoint, behind the transaction-id fence and in fence order, folded and the checkpoint
+  moved, all in one statement (one round trip, its own transaction). The checkpoint row is
+  locked first, so a concurrent applier or replay's swap waits its turn, and nothing
+  happens unless the stored version is this projector's.
+* :attr:`Statements.after` — the same after a checkpoint the caller holds (replay's
+  catch-up of the tables it is building), moving nothing.
+* :attr:`Statements.positions` — exactly the given events (isolating a failing event).
+* :attr:`BuildStatements.chunk` — one chunk of a rebuild of one or more views, folded with
+  their :meth:`~projections.base.Projector.build`: the events in a range of positions that
+  lie at or before a fixed checkpoint. :attr:`BuildStatements.positions` is the same over
+  given events, to isolate one that fails.
+
+Every statement returns one row: the events in ``batch``, and the last one's transaction id
+and position in fence order; :attr:`Statements.next` adds the stored version and checkpoint.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+import msgspec
+from psycopg import sql
+
+from ledger.store import settled
+from projections import fold
+from projections.base import Projector
+
+_COLUMNS: Final = sql.SQL(
+    "e.position, e.transaction_id, e.message_uuid, e.event_type, e.status, e.occurred_at,"
+    " e.recorded_at, e.payload"
+)
+#: The next settled events after the checkpoint ``cp``: the transaction-id fence, ordered by
+#: the (transaction_id, position) index.
+_FENCED_AFTER_CP: Final = sql.SQL(
+    "SELECT {columns} FROM cp CROSS JOIN LATERAL ("
+    " SELECT * FROM events"
+    " WHERE (transaction_id, position) > (cp.transaction_id, cp.position)"
+    f" AND {settled()}"
+    " ORDER BY transaction_id, position LIMIT %(limit)s) AS e"
+    " WHERE cp.version = %(version)s"
+).format(columns=_COLUMNS)
+_AT_POSITIONS: Final = sql.SQL(
+    "SELECT {columns} FROM events AS e WHERE e.position = ANY(%(positions)s::bigint[])"
+).format(columns=_COLUMNS)
+_IN_CHUNK: Final = sql.SQL(
+    "SELECT {columns} FROM events AS e WHERE e.position >= %(low)s AND e.position < %(high)s"
+    " AND (e.transaction_id, e.position) <= (%(upto_xid)s::text::xid8, %(upto_position)s)"
+).format(columns=_COLUMNS)
+
+_LOCKED_CHECKPOINT: Final = sql.SQL(
+    "cp AS (SELECT transaction_id, position, version FROM projection_checkpoints"
+    " WHERE name = %(name)s FOR UPDATE)"
+)
+_GIVEN_CHECKPOINT: Final = sql.SQL(
+    "cp AS (SELECT %(after_xid)s::text::xid8 AS transaction_id,"
+    " %(after_position)s::bigint AS position, %(version)s::integer AS version)"
+)
+_ADVANCED: Final = sql.SQL(
+    "advanced AS (UPDATE projection_checkpoints AS c SET transaction_id = last.transaction_id,"
+    " position = last.position, updated_at = now() FROM last WHERE c.name = %(name)s)"
+)
+_LAST: Final = sql.SQL(
+    "last AS (SELECT transaction_id, position FROM batch"
+    " ORDER BY transaction_id DESC, position DESC LIMIT 1)"
+)
+_COUNTS: Final = sql.SQL(
+    "SELECT (SELECT count(*) FROM batch), (SELECT transaction_id::text::bigint FROM last),"
+    " (SELECT position FROM last)"
+)
+_STORED: Final = sql.SQL(
+    ", (SELECT version FROM cp), (SELECT transaction_id::text::bigint FROM cp),"
+    " (SELECT position FROM cp)"
+)
+
+
+class Statements(msgspec.Struct, frozen=True):
+    """A projector's live statements, rendered once (see the module docstring)."""
+
+    next: str
+    after: str
+    positions: str
+
+
+class BuildStatements(msgspec.Struct, frozen=True):
+    """The statements rebuilding a group of views in one pass over the ledger."""
+
+    chunk: str
+    positions: str
+
+
+@functools.cache
+def statements_for(projector: Projector) -> Statements:
+    """The live statements of ``projector`` (composed and rendered once per projector)."""
+    apply = [projector.apply()]
+    return Statements(
+        next=_statement([_LOCKED_CHECKPOINT], _FENCED_AFTER_CP, apply, [_ADVANCED], stored=True),
+        after=_statement([_GIVEN_CHECKPOINT], _FENCED_AFTER_CP, apply),
+        positions=_statement([], _AT_POSITIONS, apply),
+    )
+
+
+@functools.cache
+def build_statements_for(projectors: tuple[Projector, ...]) -> BuildStatements:
+    """The statements building every view of ``projectors`` from one read of each event."""
+    builds = [projector.build() for projector in projectors]
+    return BuildStatements(
+        chunk=_statement([], _IN_CHUNK, builds), positions=_statement([], _AT_POSITIONS, builds)
+    )
+
+
+def parameters(projectors: Sequence[Projector], **own: Any) -> Mapping[str, Any]:
+    """The parameters of a statement of ``projectors``: theirs, and the statement's ``own``."""
+    merged: dict[str, Any] = {}
+    for projector in projectors:
+        merged.update(projector.parameters())
+    merged.update(own)
+    return merged
+
+
+def _statement(
+    before: Sequence[sql.Composable],
+    batch: sql.Composable,
+    folds: Sequence[sql.Composable],
+    after: Sequence[sql.Composable] = (),
+    stored: bool = False,
+) -> str:
+    ctes = [
+        *before,
+        sql.SQL("batch AS ({})").format(batch),
+        sql.SQL("{} AS ({})").format(
+            sql.Identifier(fold.FOLDED), fold.folded(sql.Identifier("batch"))
+        ),
+        *folds,
+        _LAST,
+        *after,
+    ]
+    statement = sql.SQL("WITH {} {}{}").format(
+        sql.SQL(", ").join(ctes), _COUNTS, _STORED if stored else sql.SQL("")
+    )
+    # Quoted without a connection: the text is the same for every connection, and psycopg
+    # prepares it once a connection has run it a few times.
+    return statement.as_string(None)
