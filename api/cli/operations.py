@@ -11,7 +11,6 @@ from rich.progress import (
     MofNCompleteColumn,
     Progress,
     SpinnerColumn,
-    TaskID,
     TextColumn,
     TimeElapsedColumn,
 )
@@ -20,18 +19,16 @@ from api.cli.common import CommandError, Connection, output_console, pass_settin
 from ledger.settings import Settings
 from ledger.tokens import ensure_api_tokens, token_path
 from projections.registry import PROJECTORS, build_projectors, projector_named
-from projections.replay import ReplayInProgress, ReplayReport
-from projections.replay import replay as replay_view
+from projections.replay import ReplayInProgress, ReplayReport, replay_views
 
 
 def replay_progress() -> Progress:
-    """A progress bar per view on stderr, redrawn while the build runs (the spinner and the
-    clock move even while one statement builds the whole view); not drawn when stderr is
-    not a terminal."""
+    """A progress bar on stderr, advancing chunk by chunk (the spinner and the clock move
+    between chunks too); not drawn when stderr is not a terminal."""
     console = output_console(stderr=True)
     return Progress(
         SpinnerColumn(),
-        TextColumn("{task.description:<24}"),
+        TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("events"),
@@ -51,9 +48,10 @@ def replay_progress() -> Progress:
 def replay(settings: Settings, *, projection: str | None) -> None:
     """Rebuild the views from the ledger's events and swap them in, without downtime.
 
-    Each view is rebuilt into new tables, caught up, and swapped in within one short
-    transaction; the service keeps serving and ingesting meanwhile. Dead letters are
-    retried. A progress bar shows on a terminal; each view's result is printed once.
+    The ledger is read once for every view rebuilt, into new tables, chunk by chunk; each
+    view is then caught up and swapped in within one short transaction. The service keeps
+    serving, ingesting and projecting meanwhile. Dead letters are retried. A progress bar
+    shows on a terminal; each view's result is printed once.
 
     Examples:
 
@@ -70,16 +68,13 @@ def replay(settings: Settings, *, projection: str | None) -> None:
     logging.getLogger("projections.replay").setLevel(logging.WARNING)
 
     async def rebuild(conn: Connection) -> list[ReplayReport]:
-        reports = []
         with replay_progress() as progress:
-            for projector in projectors:
-                task = progress.add_task(projector.name, total=None)
+            task = progress.add_task(", ".join(p.name for p in projectors), total=None)
 
-                def advance(done: int, total: int, task: TaskID = task) -> None:
-                    progress.update(task, completed=done, total=total)
+            def advance(done: int, total: int) -> None:
+                progress.update(task, completed=done, total=total)
 
-                reports.append(await replay_view(conn, projector, on_progress=advance))
-        return reports
+            return await replay_views(conn, projectors, on_progress=advance)
 
     try:
         reports = read(settings, rebuild)
