@@ -9,9 +9,10 @@
    (migration 005), without secondary indexes.
 3. Fold the ledger once for every view being rebuilt: chunk by chunk of positions, each
    chunk one statement in a transaction of its own, so that no long transaction holds back
-   the fence behind which the live views advance meanwhile. Then each projector's
-   :meth:`~projections.base.Projector.finish_build` statements, its indexes, and fresh
-   statistics.
+   the fence behind which the live views advance meanwhile, on several connections at once.
+   Then each projector's :meth:`~projections.base.Projector.finish_build` statements, its
+   indexes, and fresh statistics. Concurrent chunks upsert the messages they share in the
+   same (UUID) order, so they wait for each other at most, and never deadlock.
 4. Catch the new tables up from ``upto`` (:func:`projections.catch_up.apply_after`).
 5. One short transaction per view locks its live tables and checkpoint row (waiting for a
    live batch in flight), catches up the last few events, drops the live tables, moves the
@@ -28,10 +29,12 @@ survive the swap; a dependent object makes the swap fail rather than silently go
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any, Final
 
 import msgspec
@@ -40,7 +43,7 @@ from psycopg import sql
 
 from ledger.roles import give_to_owner_of
 from ledger.store import Checkpoint
-from projections.base import Projector
+from projections.base import DDL, Projector
 from projections.catch_up import DEFAULT_BATCH_SIZE, apply_after
 from projections.checkpoints import lock_checkpoint, save_checkpoint
 from projections.dead_letters import DeadLetter, is_the_events_fault, isolate, settle_dead_letters
@@ -54,6 +57,10 @@ SHADOW_SCHEMA: Final = "ledger_shadow"
 #: Positions per chunk of a build: a chunk's transaction holds back the live views' fence
 #: while it writes (about a second per 100,000 events on a small machine).
 DEFAULT_CHUNK_SIZE: Final = 100_000
+#: Connections a rebuild folds chunks and builds indexes on at once: PostgreSQL does not
+#: run a data-modifying statement in parallel by itself, so this is how a rebuild keeps two
+#: cores busy (and its floor, a parallel CREATE TABLE AS, uses three processes).
+DEFAULT_JOBS: Final = 2
 #: Sort memory for a chunk (100,000 events sort in about 20 MB).
 _BUILD_WORK_MEM: Final = "128MB"
 # The swap needs ACCESS EXCLUSIVE locks; while one waits, new readers queue behind it. Give
@@ -64,6 +71,12 @@ _SWAP_ATTEMPTS: Final = 10
 #: ``on_progress(done, total)``: events folded so far, and about how many there are to fold
 #: (the total is estimated from positions, and grows when events arrive during the replay).
 ProgressCallback = Callable[[int, int], None]
+#: Opens one more connection for a rebuild's parallel work (an async context manager).
+ConnectionFactory = Callable[
+    [], contextlib.AbstractAsyncContextManager[psycopg.AsyncConnection[Any]]
+]
+#: A piece of a rebuild, run on whichever connection is free.
+_Job = Callable[[psycopg.AsyncConnection[Any]], Awaitable[None]]
 
 
 class ReplayInProgress(Exception):
@@ -121,11 +134,20 @@ async def replay(
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    jobs: int = DEFAULT_JOBS,
+    connect: ConnectionFactory | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> ReplayReport:
-    """Rebuild ``projector``'s view from the ledger and swap it in (see the module doc)."""
+    """Rebuild ``projector``'s view from the ledger and swap it in (see
+    :func:`replay_views`)."""
     [report] = await replay_views(
-        conn, [projector], batch_size=batch_size, chunk_size=chunk_size, on_progress=on_progress
+        conn,
+        [projector],
+        batch_size=batch_size,
+        chunk_size=chunk_size,
+        jobs=jobs,
+        connect=connect,
+        on_progress=on_progress,
     )
     return report
 
@@ -136,14 +158,18 @@ async def replay_views(
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    jobs: int = DEFAULT_JOBS,
+    connect: ConnectionFactory | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> list[ReplayReport]:
-    """Rebuild the views of ``projectors`` from one pass over the ledger and swap each in.
+    """Rebuild the views of ``projectors`` from one pass over the ledger and swap each in
+    (see the module doc).
 
-    ``conn`` must be an autocommit connection. The service may keep ingesting and projecting
-    meanwhile. Raises :class:`ReplayInProgress` if one of the views is already being
-    replayed; on any error the live views not yet swapped are left as they were and the
-    shadow tables are dropped.
+    ``conn`` must be an autocommit connection. Chunks and indexes are built on ``jobs``
+    connections at once: ``conn`` and others opened by ``connect`` (by default, like
+    ``conn``). The service may keep ingesting and projecting meanwhile. Raises
+    :class:`ReplayInProgress` if one of the views is already being replayed; on any error
+    the live views not yet swapped are left as they were and the shadow tables are dropped.
     """
     if not conn.autocommit:
         raise ValueError("replay needs an autocommit connection: it runs its own transactions")
@@ -153,12 +179,20 @@ async def replay_views(
         cursor = await conn.execute("SELECT current_schema()")
         row = await cursor.fetchone()
         assert row is not None  # the ledger's own tables resolve there
-        rebuild = _Rebuild(conn, str(row[0]), batch_size=batch_size, chunk_size=chunk_size)
+        rebuild = _Rebuild(
+            conn,
+            str(row[0]),
+            batch_size=batch_size,
+            chunk_size=chunk_size,
+            jobs=jobs,
+            connect=connect,
+        )
         # Tables left by an interrupted replay: ours to drop, since we hold the replay locks.
         await rebuild.drop(projectors)
         try:
             head = await _settled_head(conn)
             await rebuild.create(projectors)
+            # About as many events as positions, until the chunks have counted them.
             progress = _Progress(on_progress, head.last_position - head.first_position + 1)
             built = await rebuild.build(projectors, head, progress)
             reports = []
@@ -220,7 +254,7 @@ async def _replay_locks(
 
 
 async def _settled_head(conn: psycopg.AsyncConnection[Any]) -> _Head:
-    """``upto`` and the range of positions, from one snapshot."""
+    """The build's :class:`_Head`, from one snapshot (index lookups only)."""
     cursor = await conn.execute(
         "SELECT head.transaction_id::text::bigint, head.position, bounds.first, bounds.last"
         " FROM (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin) AS fence"
@@ -243,37 +277,50 @@ def _tables(schema: str, projectors: Iterable[Projector]) -> sql.Composed:
 
 
 class _Rebuild:
-    """One replay's work on the shadow tables, over one connection."""
+    """One replay's work on the shadow tables: over its own connection, and for the
+    set-shaped parts (chunks, indexes) over ``jobs`` connections at once."""
 
     def __init__(
-        self, conn: psycopg.AsyncConnection[Any], live: str, *, batch_size: int, chunk_size: int
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        live: str,
+        *,
+        batch_size: int,
+        chunk_size: int,
+        jobs: int,
+        connect: ConnectionFactory | None,
     ) -> None:
         self._conn = conn
         self._live = live
         self._batch_size = batch_size
         self._chunk_size = chunk_size
+        self._jobs = jobs
+        self._connect = connect or functools.partial(_another_connection, conn)
         #: Per view, the events it could not apply, by position.
         self._failures: dict[str, dict[int, DeadLetter]] = {}
 
     @contextlib.asynccontextmanager
-    async def _transaction(self, *, building: bool = False) -> AsyncIterator[None]:
-        """A transaction whose unqualified tables are the shadow ones (``events`` and the
-        checkpoints resolve to the live schema), without the service's statement timeout: a
-        build statement may take a while. ``building`` adds sort memory and turns JIT off
-        (compiling the fold costs more than it saves)."""
-        async with self._conn.transaction():
+    async def _transaction(
+        self, conn: psycopg.AsyncConnection[Any] | None = None, *, building: bool = False
+    ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A transaction on ``conn`` (else the replay's own) whose unqualified tables are the
+        shadow ones (``events`` and the checkpoints resolve to the live schema), without the
+        service's statement timeout: a build statement may take a while. ``building`` adds
+        sort memory and turns JIT off (compiling the fold costs more than it saves)."""
+        conn = conn or self._conn
+        async with conn.transaction():
             path = sql.SQL("{}, {}").format(
                 sql.Identifier(SHADOW_SCHEMA), sql.Identifier(self._live)
             )
-            options = {"search_path": path.as_string(self._conn), "statement_timeout": "0"}
+            options = {"search_path": path.as_string(conn), "statement_timeout": "0"}
             if building:
                 options |= {"jit": "off", "work_mem": _BUILD_WORK_MEM}
-            await self._conn.execute(
+            await conn.execute(
                 "SELECT set_config(name, value, true)"
                 " FROM unnest(%s::text[], %s::text[]) AS option(name, value)",
                 (list(options), list(options.values())),
             )
-            yield
+            yield conn
 
     async def drop(self, projectors: Sequence[Projector]) -> None:
         """Drop the shadow tables of ``projectors``, if any."""
@@ -284,70 +331,131 @@ class _Rebuild:
     async def create(self, projectors: Sequence[Projector]) -> None:
         """The new, empty tables, each belonging to whoever owns the live one (see
         :func:`ledger.roles.give_to_owner_of`)."""
-        async with self._transaction():
+        async with self._transaction() as conn:
             for projector in projectors:
                 self._failures[projector.name] = {}
                 for statement in projector.schema():
-                    await self._conn.execute(statement)
+                    await conn.execute(statement)
                 for table in projector.tables:
-                    await give_to_owner_of(self._conn, table, schema=SHADOW_SCHEMA, like=self._live)
+                    await give_to_owner_of(conn, table, schema=SHADOW_SCHEMA, like=self._live)
 
     async def build(self, projectors: Sequence[Projector], head: _Head, progress: _Progress) -> int:
-        """Fill the shadow tables up to ``head.upto``, chunk by chunk, then finish them; the
-        events folded."""
+        """Fill the shadow tables up to ``head.upto``, chunk by chunk, then finish them: the
+        projectors' finishing statements and indexes, then fresh statistics, so that the
+        first queries on the swapped-in views plan well. Each statement is a transaction of
+        its own, so that none holds back the live views' fence for long. The events built."""
         upto = {"upto_xid": str(head.upto.transaction_id), "upto_position": head.upto.position}
+        lows = range(head.first_position, head.last_position + 1, self._chunk_size)
+        group = tuple(projectors)
+
         built = 0
-        for low in range(head.first_position, head.last_position + 1, self._chunk_size):
-            events = await self._chunk(
-                tuple(projectors), {**upto, "low": low, "high": low + self._chunk_size}
-            )
-            built += events
-            progress.advance(events)
-        for projector in projectors:
-            # Each statement in a transaction of its own: none holds back the fence for long.
-            for statement in [*projector.finish_build(), *projector.indexes()]:
-                async with self._transaction(building=True):
-                    await self._conn.execute(statement, projector.parameters())
-            # Fresh statistics, so that the first queries on the swapped-in view plan well.
-            async with self._transaction():
-                await self._conn.execute(
-                    sql.SQL("ANALYZE {}").format(_tables(SHADOW_SCHEMA, [projector]))
+
+        def chunk(low: int) -> _Job:
+            async def run(conn: psycopg.AsyncConnection[Any]) -> None:
+                nonlocal built
+                events = await self._chunk(
+                    conn, group, {**upto, "low": low, "high": low + self._chunk_size}
                 )
+                built += events
+                progress.advance(events)
+
+            return run
+
+        def statement(query: DDL, projector: Projector) -> _Job:
+            async def run(conn: psycopg.AsyncConnection[Any]) -> None:
+                async with self._transaction(conn, building=True):
+                    await conn.execute(query, projector.parameters())
+
+            return run
+
+        await self._in_parallel([chunk(low) for low in lows])
+        await self._in_parallel(
+            [
+                statement(query, projector)
+                for projector in projectors
+                for query in [*projector.finish_build(), *projector.indexes()]
+            ]
+        )
+        await self._in_parallel(
+            [
+                statement(sql.SQL("ANALYZE {}").format(sql.Identifier(SHADOW_SCHEMA, t)), p)
+                for p in projectors
+                for t in p.tables
+            ]
+        )
         return built
 
-    async def _chunk(self, projectors: tuple[Projector, ...], chunk: dict[str, Any]) -> int:
+    async def _in_parallel(self, jobs: Sequence[_Job]) -> None:
+        """Run ``jobs`` on up to ``jobs`` connections (the replay's own and extra ones), in
+        order as connections come free; at the first failure, cancel the others' work and
+        raise it."""
+        waiting = collections.deque(jobs)
+        failure: BaseException | None = None
+        async with contextlib.AsyncExitStack() as stack:
+            conns = [self._conn]
+            for _ in range(min(self._jobs, len(jobs)) - 1):
+                conns.append(await stack.enter_async_context(self._connect()))
+
+            async def work(conn: psycopg.AsyncConnection[Any]) -> None:
+                nonlocal failure
+                while waiting and failure is None:
+                    job = waiting.popleft()
+                    try:
+                        await job(conn)
+                    except BaseException as exc:
+                        if failure is None:
+                            failure = exc
+                            for other in conns:
+                                if other is not conn:
+                                    with contextlib.suppress(psycopg.Error):
+                                        await other.cancel_safe(timeout=2.0)
+                        raise
+
+            await asyncio.gather(*(work(conn) for conn in conns), return_exceptions=True)
+        if failure is not None:
+            raise failure
+
+    async def _chunk(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        projectors: tuple[Projector, ...],
+        chunk: dict[str, Any],
+    ) -> int:
         """One chunk for every view in one statement; if an event makes it fail, the chunk
         again view by view, isolating the failing events. The events in the chunk."""
-        async with self._transaction(building=True):
+        async with self._transaction(conn, building=True):
             try:
-                async with self._conn.transaction():
-                    cursor = await self._conn.execute(
-                        build_statements_for(projectors).chunk, parameters(projectors, **chunk)
+                async with conn.transaction():
+                    return await _events(
+                        await conn.execute(
+                            build_statements_for(projectors).chunk, parameters(projectors, **chunk)
+                        )
                     )
             except Exception as exc:
-                if not is_the_events_fault(self._conn, exc):
+                if not is_the_events_fault(conn, exc):
                     raise
-                return max([await self._isolate_chunk(p, chunk) for p in projectors])
-            return await _count(cursor)
+            return max([await self._isolate_chunk(conn, p, chunk) for p in projectors])
 
-    async def _isolate_chunk(self, projector: Projector, chunk: dict[str, Any]) -> int:
+    async def _isolate_chunk(
+        self, conn: psycopg.AsyncConnection[Any], projector: Projector, chunk: dict[str, Any]
+    ) -> int:
         """One view's chunk, isolating the events it cannot apply; the events in the chunk."""
         own = build_statements_for((projector,))
         params = parameters([projector], **chunk)
         try:
-            async with self._conn.transaction():
-                return await _count(await self._conn.execute(own.chunk, params))
+            async with conn.transaction():
+                return await _events(await conn.execute(own.chunk, params))
         except Exception as exc:
-            if not is_the_events_fault(self._conn, exc):
+            if not is_the_events_fault(conn, exc):
                 raise
-        cursor = await self._conn.execute(
+        cursor = await conn.execute(
             "SELECT position FROM events WHERE position >= %(low)s AND position < %(high)s"
             " AND (transaction_id, position) <= (%(upto_xid)s::text::xid8, %(upto_position)s)"
             " ORDER BY position",
             chunk,
         )
         positions = [position for (position,) in await cursor.fetchall()]
-        for letter in await isolate(self._conn, projector.name, own.positions, params, positions):
+        for letter in await isolate(conn, projector.name, own.positions, params, positions):
             self._failures[projector.name][letter.position] = letter
         return len(positions)
 
@@ -422,10 +530,22 @@ class _Rebuild:
         return _Swapped(events, len(failures), resolved)
 
 
-async def _count(cursor: psycopg.AsyncCursor[Any]) -> int:
+async def _events(cursor: psycopg.AsyncCursor[Any]) -> int:
     row = await cursor.fetchone()
-    assert row is not None  # every fold statement returns one row
+    assert row is not None  # a build statement returns one row: the events it folded
     return int(row[0])
+
+
+@contextlib.asynccontextmanager
+async def _another_connection(
+    conn: psycopg.AsyncConnection[Any],
+) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    """A connection like ``conn``: same server, role and options (libpq keeps the password
+    apart from the rest of the connection string)."""
+    async with await psycopg.AsyncConnection.connect(
+        conn.info.dsn, password=conn.info.password, autocommit=True
+    ) as another:
+        yield another
 
 
 async def _live_tables(

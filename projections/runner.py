@@ -309,7 +309,13 @@ class CatchUpRunner:
                 )
             try:
                 async with self._connection() as replay_conn:
-                    report = await replay(replay_conn, projector, batch_size=self._batch_size)
+                    # Its extra connections are this runner's, so that stop() cancels them too.
+                    report = await replay(
+                        replay_conn,
+                        projector,
+                        batch_size=self._batch_size,
+                        connect=self._connection,
+                    )
             except ReplayInProgress:
                 log.info("waiting for the rebuild of %s running elsewhere", projector.name)
                 await self._sleep(self._lock_retry_interval)

@@ -16,8 +16,9 @@ fold, :data:`projections.fold.FOLDED`) and what follows from it:
   lie at or before a fixed checkpoint. :attr:`BuildStatements.positions` is the same over
   given events, to isolate one that fails.
 
-Every statement returns one row: the events in ``batch``, and the last one's transaction id
-and position in fence order; :attr:`Statements.next` adds the stored version and checkpoint.
+Each live statement returns one row: the events in ``batch``, and the last one's transaction
+id and position in fence order; :attr:`Statements.next` adds the stored version and
+checkpoint.
 """
 
 from __future__ import annotations
@@ -75,6 +76,9 @@ _COUNTS: Final = sql.SQL(
     "SELECT (SELECT count(*) FROM batch), (SELECT transaction_id::text::bigint FROM last),"
     " (SELECT position FROM last)"
 )
+_FOLDED_EVENTS: Final = sql.SQL("SELECT (SELECT coalesce(sum({}), 0) FROM {})").format(
+    sql.Identifier(fold.EVENT_COUNT.name), sql.Identifier(fold.FOLDED)
+)
 _STORED: Final = sql.SQL(
     ", (SELECT version FROM cp), (SELECT transaction_id::text::bigint FROM cp),"
     " (SELECT position FROM cp)"
@@ -101,18 +105,25 @@ def statements_for(projector: Projector) -> Statements:
     """The live statements of ``projector`` (composed and rendered once per projector)."""
     apply = [projector.apply()]
     return Statements(
-        next=_statement([_LOCKED_CHECKPOINT], _FENCED_AFTER_CP, apply, [_ADVANCED], stored=True),
-        after=_statement([_GIVEN_CHECKPOINT], _FENCED_AFTER_CP, apply),
-        positions=_statement([], _AT_POSITIONS, apply),
+        next=_statement(
+            _FENCED_AFTER_CP, apply, [_LOCKED_CHECKPOINT], [_LAST, _ADVANCED], _COUNTS + _STORED
+        ),
+        after=_statement(_FENCED_AFTER_CP, apply, [_GIVEN_CHECKPOINT], [_LAST]),
+        positions=_statement(_AT_POSITIONS, apply, tail=[_LAST]),
     )
 
 
 @functools.cache
 def build_statements_for(projectors: tuple[Projector, ...]) -> BuildStatements:
-    """The statements building every view of ``projectors`` from one read of each event."""
+    """The statements building every view of ``projectors`` from one read of each event.
+
+    They return the events folded, summed from the fold's per-message counts: ``batch`` is
+    read once, by the fold, instead of being kept for a count of its own.
+    """
     builds = [projector.build() for projector in projectors]
     return BuildStatements(
-        chunk=_statement([], _IN_CHUNK, builds), positions=_statement([], _AT_POSITIONS, builds)
+        chunk=_statement(_IN_CHUNK, builds, result=_FOLDED_EVENTS),
+        positions=_statement(_AT_POSITIONS, builds, result=_FOLDED_EVENTS),
     )
 
 
@@ -126,25 +137,22 @@ def parameters(projectors: Sequence[Projector], **own: Any) -> Mapping[str, Any]
 
 
 def _statement(
-    before: Sequence[sql.Composable],
     batch: sql.Composable,
     folds: Sequence[sql.Composable],
-    after: Sequence[sql.Composable] = (),
-    stored: bool = False,
+    head: Sequence[sql.Composable] = (),
+    tail: Sequence[sql.Composable] = (),
+    result: sql.Composable = _COUNTS,
 ) -> str:
     ctes = [
-        *before,
+        *head,
         sql.SQL("batch AS ({})").format(batch),
         sql.SQL("{} AS ({})").format(
             sql.Identifier(fold.FOLDED), fold.folded(sql.Identifier("batch"))
         ),
         *folds,
-        _LAST,
-        *after,
+        *tail,
     ]
-    statement = sql.SQL("WITH {} {}{}").format(
-        sql.SQL(", ").join(ctes), _COUNTS, _STORED if stored else sql.SQL("")
-    )
+    statement = sql.SQL("WITH {} {}").format(sql.SQL(", ").join(ctes), result)
     # Quoted without a connection: the text is the same for every connection, and psycopg
     # prepares it once a connection has run it a few times.
     return statement.as_string(None)

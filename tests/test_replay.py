@@ -13,7 +13,6 @@ from uuid import uuid4
 
 import psycopg
 import pytest
-from psycopg import sql
 
 from ledger.database import connect
 from ledger.events import STATUS_REPORTED, EventMeta, NewEvent
@@ -41,22 +40,16 @@ from tests.test_runner import (
 )
 from tests.test_runner import projector as projector_fixture
 from tests.test_runner import runners as runners_fixture
+from tests.test_status_projection import table_rows
 
 # The recording projector's fixtures, shared with the runner's tests.
 projector = projector_fixture
 runners = runners_fixture
 
 
-async def rows(conn: Conn, table: str) -> list[tuple[Any, ...]]:
-    """Every row of ``table``, in a stable order."""
-    cursor = await conn.execute(
-        sql.SQL("SELECT * FROM {} AS t ORDER BY t::text").format(sql.Identifier(table))
-    )
-    return await cursor.fetchall()
-
-
-async def views(conn: Conn, projectors: Sequence[Projector]) -> dict[str, list[tuple[Any, ...]]]:
-    return {table: await rows(conn, table) for p in projectors for table in p.tables}
+async def views(conn: Conn, projectors: Sequence[Projector]) -> dict[str, list[str]]:
+    """Every row of every table of ``projectors``, comparable across rebuilds."""
+    return {table: await table_rows(conn, table) for p in projectors for table in p.tables}
 
 
 async def test_replay_rebuilds_a_view_equal_to_the_live_one(
@@ -227,7 +220,7 @@ async def test_a_failed_replay_leaves_the_live_view_and_drops_its_copies(
     live = await views(conn, [projector])
     projector.build_error = "build_failed"
     with pytest.raises(psycopg.errors.UndefinedTable, match="build_failed"):
-        await replay(conn, projector)
+        await replay(conn, projector, chunk_size=1, jobs=3)
     assert await views(conn, [projector]) == live
     cursor = await conn.execute(
         "SELECT count(*) FROM pg_tables WHERE schemaname = %s", (SHADOW_SCHEMA,)
@@ -348,6 +341,28 @@ async def test_the_real_views_kept_live_during_a_replay_equal_a_fresh_replay(
     await replay_views(conn, projectors)  # both views from one pass over the ledger
     assert await views(conn, projectors) == live
     assert await dead_letters(conn) == []
+
+
+async def test_a_rebuild_in_many_chunks_over_several_connections_equals_the_live_views(
+    conn: Conn, runners: Callable[..., CatchUpRunner]
+) -> None:
+    projectors = build_projectors(Settings())
+    rng = random.Random(11)
+    events = [
+        e
+        for n in range(40)
+        for e in lifecycle(uuid4(), datetime(2026, 3, 1 + n % 2, tzinfo=UTC), rng)
+    ]
+    rng.shuffle(events)  # a message's events land in different chunks
+    for start in range(0, len(events), 10):
+        await append(conn, events[start : start + 10])
+    runner = runners(projectors)
+    for projector_ in projectors:
+        await drain(runner, projector_)
+    live = await views(conn, projectors)
+    reports = await replay_views(conn, projectors, chunk_size=7, jobs=3)
+    assert await views(conn, projectors) == live
+    assert {report.events for report in reports} == {len(events)}
 
 
 async def test_replay_refuses_a_connection_not_in_autocommit_mode(

@@ -19,7 +19,7 @@ from api.cli.common import CommandError, Connection, output_console, pass_settin
 from ledger.settings import Settings
 from ledger.tokens import ensure_api_tokens, token_path
 from projections.registry import PROJECTORS, build_projectors, projector_named
-from projections.replay import ReplayInProgress, ReplayReport, replay_views
+from projections.replay import DEFAULT_JOBS, ReplayInProgress, ReplayReport, replay_views
 
 
 def replay_progress() -> Progress:
@@ -40,12 +40,19 @@ def replay_progress() -> Progress:
 
 @click.command()
 @click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=DEFAULT_JOBS,
+    show_default=True,
+    help="Database connections building at once (about one per core of the database server).",
+)
+@click.option(
     "--projection",
     type=click.Choice([projector.name for projector in PROJECTORS]),
     help="Rebuild only this view (default: every view).",
 )
 @pass_settings
-def replay(settings: Settings, *, projection: str | None) -> None:
+def replay(settings: Settings, *, projection: str | None, jobs: int) -> None:
     """Rebuild the views from the ledger's events and swap them in, without downtime.
 
     The ledger is read once for every view rebuilt, into new tables, chunk by chunk; each
@@ -58,6 +65,7 @@ def replay(settings: Settings, *, projection: str | None) -> None:
     ```
     ledger replay
     ledger replay --projection message_status
+    ledger replay --jobs 4
     ```
     """
     projectors = build_projectors(settings)
@@ -74,7 +82,7 @@ def replay(settings: Settings, *, projection: str | None) -> None:
             def advance(done: int, total: int) -> None:
                 progress.update(task, completed=done, total=total)
 
-            return await replay_views(conn, projectors, on_progress=advance)
+            return await replay_views(conn, projectors, jobs=jobs, on_progress=advance)
 
     try:
         reports = read(settings, rebuild)
