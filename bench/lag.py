@@ -1,12 +1,14 @@
-"""Lag: how long after a callback's 200 its status is visible through the read API.
+"""Lag: how long after a callback's 200 its status is visible, and its event sealed.
 
 Callbacks are offered at a fixed rate (open loop) for a sustained period, each message's
 callbacks in lifecycle order about a second apart, as Plivo sends them. For a sample of the
 acknowledged callbacks (one in ``SAMPLE_EVERY``), ``GET /v1/messages/{uuid}`` is polled
 until the message's status has reached the callback's status (by precedence); the lag is
-from the 200 to the answer that shows it. Polls start at once and back off to 10% of the
-time waited so far (at least every ``MIN_POLL`` seconds), so polling stays a small load
-next to the ingest while the resolution stays within 10% (or ``MIN_POLL``).
+from the 200 to the answer that shows it. For another sample, ``GET
+/v1/messages/{uuid}/events`` is polled until the acknowledged event carries its inclusion
+proof: the seal latency. Polls start at once and back off to 10% of the time waited so far
+(at least every ``MIN_POLL`` seconds), so polling stays a small load next to the ingest
+while the resolution stays within 10% (or ``MIN_POLL``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import msgspec
 
@@ -40,6 +42,7 @@ MIN_POLL = 0.005
 GIVE_UP_AFTER = 30.0
 POLL_CONNECTIONS = 16
 STATUS_PATH = "/v1/messages/{message_uuid}"
+EVENTS_PATH = "/v1/messages/{message_uuid}/events"
 
 
 def _status_ranks() -> Mapping[str, int]:
@@ -89,12 +92,33 @@ def status_route_present(server: Server) -> bool:
     )
 
 
-class _Sampler:
-    """Polls the read API for sampled callbacks and records their lag."""
+def _status_reached(callback: SignedCallback, _position: int, body: bytes) -> bool:
+    return rank(msgspec.json.decode(body).get("status")) >= rank(callback.status)
 
-    def __init__(self, server: Server, callbacks: Sequence[SignedCallback]) -> None:
+
+def _event_sealed(_callback: SignedCallback, position: int, body: bytes) -> bool:
+    events = msgspec.json.decode(body).get("events", [])
+    return any(e.get("position") == position and e.get("seal") for e in events)
+
+
+class _Sampler:
+    """Polls the read API for sampled callbacks until ``shown(callback, position, body)``
+    says the answer shows the callback, and records how long after its 200 that was."""
+
+    def __init__(
+        self,
+        server: Server,
+        callbacks: Sequence[SignedCallback],
+        *,
+        path: str,
+        shown: Callable[[SignedCallback, int, bytes], bool],
+        offset: int,
+    ) -> None:
         self.server = server
         self.callbacks = callbacks
+        self.path = path
+        self.shown = shown
+        self.offset = offset
         self.lags: list[float] = []
         self.reads: list[float] = []
         self.not_visible = 0
@@ -103,16 +127,16 @@ class _Sampler:
         for _ in range(POLL_CONNECTIONS):
             self.pool.put_nowait(loadgen.Connection("127.0.0.1", server.port))
 
-    def on_answer(self, index: int, status: int, _body: bytes, answered: float) -> None:
-        if status == 200 and index % SAMPLE_EVERY == 0:
-            task = asyncio.get_running_loop().create_task(self._poll(index, answered))
+    def on_answer(self, index: int, status: int, body: bytes, answered: float) -> None:
+        if status == 200 and index % SAMPLE_EVERY == self.offset:
+            position = int(msgspec.json.decode(body)["position"])
+            task = asyncio.get_running_loop().create_task(self._poll(index, position, answered))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
 
-    async def _poll(self, index: int, acked: float) -> None:
+    async def _poll(self, index: int, position: int, acked: float) -> None:
         callback = self.callbacks[index]
-        wanted = rank(callback.status)
-        path = STATUS_PATH.format(message_uuid=callback.message_uuid)
+        path = self.path.format(message_uuid=callback.message_uuid)
         request = raw_get(path, self.server.port, API_TOKEN)
         while True:
             conn = await self.pool.get()
@@ -123,7 +147,7 @@ class _Sampler:
                 self.pool.put_nowait(conn)
             now = time.perf_counter()
             self.reads.append(now - sent)
-            if status == 200 and rank(msgspec.json.decode(body).get("status")) >= wanted:
+            if status == 200 and self.shown(callback, position, body):
                 self.lags.append(now - acked)
                 return
             if now - acked > GIVE_UP_AFTER:
@@ -140,14 +164,23 @@ class _Sampler:
 
 async def _run(
     server: Server, callbacks: Sequence[SignedCallback], rate: float
-) -> tuple[loadgen.OpenLoopResult, _Sampler]:
-    sampler = _Sampler(server, callbacks)
+) -> tuple[loadgen.OpenLoopResult, _Sampler, _Sampler]:
+    status = _Sampler(server, callbacks, path=STATUS_PATH, shown=_status_reached, offset=0)
+    sealed = _Sampler(
+        server, callbacks, path=EVENTS_PATH, shown=_event_sealed, offset=SAMPLE_EVERY // 2
+    )
+
+    def on_answer(index: int, code: int, body: bytes, answered: float) -> None:
+        status.on_answer(index, code, body, answered)
+        sealed.on_answer(index, code, body, answered)
+
     requests = [raw_post(callback, server.port) for callback in callbacks]
     result = await loadgen.constant_rate(
-        "127.0.0.1", server.port, requests, rate=rate, on_answer=sampler.on_answer
+        "127.0.0.1", server.port, requests, rate=rate, on_answer=on_answer
     )
-    await sampler.drain()
-    return result, sampler
+    await status.drain()
+    await sealed.drain()
+    return result, status, sealed
 
 
 def run(opts: Options) -> Section:
@@ -170,17 +203,20 @@ def run(opts: Options) -> Section:
             return section
         meter = CpuMeter(server.cpu_groups() | {"postgres": db.processes})
         meter.start()
-        result, sampler = loadgen.run(_run(server, callbacks, opts.rate))
+        result, sampler, sealed = loadgen.run(_run(server, callbacks, opts.rate))
         used = meter.stop()
     lags, reads = Latencies.of(sampler.lags), Latencies.of(sampler.reads)
-    for quantile, value, target in (
-        ("p50", lags.p50, None),
-        ("p99", lags.p99, Target("value", "<=", 500.0, "ms")),
+    seals = Latencies.of(sealed.lags)
+    for name, quantile, value, target in (
+        ("lag", "p50", lags.p50, None),
+        ("lag", "p99", lags.p99, Target("value", "<=", 500.0, "ms")),
+        ("seal latency", "p50", seals.p50, None),
+        ("seal latency", "p99", seals.p99, None),
     ):
         section.add(
             Figure(
-                f"lag {quantile}",
-                value if sampler.lags else None,
+                f"{name} {quantile}",
+                value if (sampler.lags if name == "lag" else sealed.lags) else None,
                 "ms",
                 "one status read (GET p50, the measurement floor)",
                 reads.p50,
@@ -190,6 +226,10 @@ def run(opts: Options) -> Section:
     section.note(
         f"{lags.count:,} sampled callbacks became visible, {sampler.not_visible:,} not within"
         f" {GIVE_UP_AFTER:g}s; lag {lags}; reads {reads}"
+    )
+    section.note(
+        f"{seals.count:,} sampled events were sealed, {sealed.not_visible:,} not within"
+        f" {GIVE_UP_AFTER:g}s; seal latency {seals} (LEDGER_SEAL_BLOCK_SECONDS bounds it)"
     )
     section.note(
         f"ingest meanwhile: {result.sent:,} sent, answers {dict(result.statuses)}, ack"
