@@ -8,6 +8,7 @@ from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
 from api.problems import Problem
+from api.services import services_of
 from ledger.tokens import token_matches
 
 
@@ -16,7 +17,7 @@ def require_token(
 ) -> None:
     """Let the request through only with ``Authorization: Bearer <a configured token>``."""
     scheme, _sep, token = connection.headers.get("authorization", "").partition(" ")
-    accepted = connection.app.state.services.api_tokens
+    accepted = services_of(connection).api_tokens
     if scheme.lower() != "bearer" or not token_matches(token.strip(), accepted):
         raise Problem(
             401,

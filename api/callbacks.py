@@ -16,11 +16,10 @@ from typing import Any, Literal
 
 import msgspec
 from litestar import Request, route
-from litestar.di import NamedDependency, Provide
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 
 from api.problems import Problem, problem_responses, problem_spec
-from api.services import Services, services
+from api.services import Services, services_of
 from api.telemetry import ACK_SECONDS, CALLBACKS
 from ledger.callbacks import CallbackError, Params, parse_form, parse_json, parse_query, to_event
 from ledger.database import DatabaseUnavailable
@@ -77,7 +76,6 @@ def signed_url(request: Request[Any, Any, Any], base_url: str) -> str:
     # Litestar routes /plivo/status/ and //plivo/status here too; signed_url keeps them apart.
     "/plivo/status",
     http_method=["GET", "POST"],
-    dependencies={"svc": Provide(services, sync_to_thread=False)},
     summary="Receive a Plivo message status callback",
     description=(
         "Plivo calls this URL on every status change of a message. The callback is checked "
@@ -95,13 +93,11 @@ def signed_url(request: Request[Any, Any, Any], base_url: str) -> str:
         ),
     },
 )
-async def receive_status(
-    request: Request[Any, Any, Any], svc: NamedDependency[Services]
-) -> CallbackAccepted:
+async def receive_status(request: Request[Any, Any, Any]) -> CallbackAccepted:
     """Validate, authenticate and append one status callback."""
     started = time.perf_counter()
     try:
-        return await _receive(request, svc)
+        return await _receive(request, services_of(request))
     finally:
         ACK_SECONDS.observe(time.perf_counter() - started)
 

@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
 import msgspec
-from litestar import Controller, Response, get
-from litestar.di import NamedDependency, Provide
+from litestar import Controller, Request, Response, get
 from litestar.params import FromPath, FromQuery, QueryParameter
 
 from api.auth import require_token
 from api.problems import Problem, problem_responses
-from api.services import Services, services
+from api.services import Services, services_of
 from ledger.events import RecordedEvent
 from ledger.seals import InclusionProof, inclusion_proofs
 from ledger.store import Checkpoint, read_stream
@@ -76,7 +75,6 @@ class MessageController(Controller):
 
     path = "/v1/messages"
     guards = [require_token]  # noqa: RUF012 - Litestar's declared class attribute
-    dependencies = {"svc": Provide(services, sync_to_thread=False)}  # noqa: RUF012
     tags = ["messages"]  # noqa: RUF012
     security = [{"bearer": []}]  # noqa: RUF012
 
@@ -90,7 +88,7 @@ class MessageController(Controller):
     async def search(
         self,
         *,
-        svc: NamedDependency[Services],
+        request: Request[Any, Any, Any],
         status: FromQuery[str | None] = None,
         from_number: Annotated[
             str | None,
@@ -137,7 +135,7 @@ class MessageController(Controller):
             cursor=cursor,
         )
         try:
-            async with svc.pool.connection() as conn:
+            async with services_of(request).pool.connection() as conn:
                 return await search_messages(conn, query)
         except InvalidCursor as error:
             raise Problem(400, str(error), field="cursor") from None
@@ -154,11 +152,12 @@ class MessageController(Controller):
         self,
         *,
         message_uuid: FromPath[str],
-        svc: NamedDependency[Services],
+        request: Request[Any, Any, Any],
         wait_for_position: Annotated[int | None, QueryParameter(ge=1)] = None,
         wait_seconds: Annotated[float, QueryParameter(gt=0, le=MAX_WAIT_SECONDS)] = 2.0,
     ) -> Response[MessageStatus]:
         """The message's current status, or 404 if the view has not seen it."""
+        svc = services_of(request)
         uuid = parse_message_uuid(message_uuid)
         caught_up = True
         if wait_for_position is not None:
@@ -181,11 +180,11 @@ class MessageController(Controller):
         "root and chain hash (see the README's Proof format).",
     )
     async def events(
-        self, message_uuid: FromPath[str], svc: NamedDependency[Services]
+        self, message_uuid: FromPath[str], request: Request[Any, Any, Any]
     ) -> MessageEvents:
         """Every event of the message, or 404 if the ledger has none."""
         uuid = parse_message_uuid(message_uuid)
-        async with svc.pool.connection() as conn:
+        async with services_of(request).pool.connection() as conn:
             events = await read_stream(conn, uuid)
             proofs = await inclusion_proofs(
                 conn, [Checkpoint(e.transaction_id, e.position) for e in events]

@@ -7,12 +7,11 @@ from typing import Any
 
 import msgspec
 import psycopg
-from litestar import MediaType, Response, get
-from litestar.di import NamedDependency, Provide
+from litestar import MediaType, Request, Response, get
 from litestar.openapi.datastructures import ResponseSpec
 from psycopg_pool import PoolTimeout
 
-from api.services import Services, services
+from api.services import Services, services_of
 from api.telemetry import (
     DEAD_LETTERS,
     PROJECTOR_EVENTS_BEHIND,
@@ -65,10 +64,10 @@ async def health() -> Health:
             generate_examples=False,
         )
     },
-    dependencies={"svc": Provide(services, sync_to_thread=False)},
 )
-async def ready(svc: NamedDependency[Services]) -> Response[Readiness]:
+async def ready(request: Request[Any, Any, Any]) -> Response[Readiness]:
     """200 when the database answers and every migration is applied, else 503 with reasons."""
+    svc = services_of(request)
     try:
         async with svc.ops_pool.connection() as conn:
             pending = [f"{m.version:03d}_{m.name}" for m in await pending_migrations(conn)]
@@ -104,10 +103,10 @@ async def _seal(conn: psycopg.AsyncConnection[Any]) -> SealProgress:
     summary="Prometheus metrics",
     tags=["ops"],
     media_type=MediaType.TEXT,
-    dependencies={"svc": Provide(services, sync_to_thread=False)},
 )
-async def metrics(svc: NamedDependency[Services]) -> Response[bytes]:
+async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
     """The service's counters and histograms, and the views' lag, in Prometheus text format."""
+    svc = services_of(request)
     with contextlib.suppress(psycopg.Error, PoolTimeout):
         async with svc.ops_pool.connection() as conn:
             await _lag(conn, svc)

@@ -9,12 +9,11 @@ from datetime import date
 from typing import Annotated, Any, Final
 
 from litestar import Request, Response, get
-from litestar.di import NamedDependency, Provide
 from litestar.params import FromQuery, QueryParameter
 
 from api.auth import require_token
 from api.problems import Problem, problem_responses
-from api.services import Services, services
+from api.services import services_of
 from ledger.error_codes import ERROR_CODES
 from projections.fold import STATUS_RANKS
 from projections.queries import daily_metrics
@@ -98,19 +97,18 @@ def _others(counts: dict[str, int], listed: Sequence[str]) -> int:
     "current status, delivery rate, units, amount, error codes and time-to-deliver "
     "percentiles. JSON by default; CSV with Accept: text/csv or format=csv.",
     guards=[require_token],
-    dependencies={"svc": Provide(services, sync_to_thread=False)},
     tags=["metrics"],
     security=[{"bearer": []}],
     responses=problem_responses(400, 401, 503),
 )
 async def daily(
     request: Request[Any, Any, Any],
-    svc: NamedDependency[Services],
     start: FromQuery[date],
     end: FromQuery[date],
     output: Annotated[str | None, QueryParameter(name="format", pattern="^(json|csv)$")] = None,
 ) -> Response[list[DailyMetrics]] | Response[str]:
     """Metrics for every day from ``start`` to ``end`` inclusive that has messages."""
+    svc = services_of(request)
     try:
         check_range(start, end, svc.settings.metrics_max_days)
     except RangeError as error:

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, get
-from litestar.di import NamedDependency, Provide
+from litestar import Controller, Request, get
 from litestar.params import QueryParameter
 
 from api.auth import require_token
 from api.problems import Problem, problem_responses
-from api.services import Services, services
+from api.services import services_of
 from ledger.seals import Block, blocks_after, last_block
 
 #: The most blocks one page returns.
@@ -60,7 +59,6 @@ class SealController(Controller):
 
     path = "/v1/seals"
     guards = [require_token]  # noqa: RUF012 - Litestar's declared class attribute
-    dependencies = {"svc": Provide(services, sync_to_thread=False)}  # noqa: RUF012
     tags = ["seals"]  # noqa: RUF012
     security = [{"bearer": []}]  # noqa: RUF012
 
@@ -71,9 +69,9 @@ class SealController(Controller):
         "the one-line head to keep outside the database.",
         responses=problem_responses(401, 404, 503),
     )
-    async def head(self, svc: NamedDependency[Services]) -> SealHead:
+    async def head(self, request: Request[Any, Any, Any]) -> SealHead:
         """The head, or 404 before the first block."""
-        async with svc.pool.connection() as conn:
+        async with services_of(request).pool.connection() as conn:
             block = await last_block(conn)
         if block is None:
             raise Problem(404, "Nothing is sealed yet: the sealer closes a block within seconds.")
@@ -96,10 +94,10 @@ class SealController(Controller):
     )
     async def blocks(
         self,
-        svc: NamedDependency[Services],
+        request: Request[Any, Any, Any],
         after: Annotated[int, QueryParameter(ge=0)] = 0,
         limit: Annotated[int, QueryParameter(ge=1, le=MAX_BLOCKS)] = 100,
     ) -> list[SealedBlock]:
         """Up to ``limit`` blocks after block ``after``."""
-        async with svc.pool.connection() as conn:
+        async with services_of(request).pool.connection() as conn:
             return [_sealed_block(block) for block in await blocks_after(conn, after, limit)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from litestar.datastructures import State
+from litestar.connection import ASGIConnection
 from psycopg_pool import AsyncConnectionPool
 
 from ledger.group_commit import GroupCommitter
@@ -25,7 +25,8 @@ class Services:
     api_tokens: tuple[str, ...]
 
 
-def services(state: State) -> Services:
-    """The app's services (a Litestar dependency)."""
-    found: Services = state.services
+def services_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Services:
+    """The app's services, read from its state: they live as long as the process, so a
+    plain attribute read replaces a per-request dependency resolution."""
+    found: Services = connection.app.state.services
     return found
