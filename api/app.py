@@ -25,7 +25,7 @@ from api.reports import daily
 from api.seals import SealController
 from api.services import Services
 from api.slow_clients import SilentConnectionReaper, body_deadline
-from api.telemetry import APPEND_BATCH, CALLBACKS
+from api.telemetry import APPEND_BATCH, CALLBACK_OUTCOMES
 from ledger.database import create_pool
 from ledger.group_commit import GroupCommitter
 from ledger.settings import Settings
@@ -44,7 +44,7 @@ def _database_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Re
 def _too_large(request: Request[Any, Any, Any], exc: RequestEntityTooLarge) -> Response[Any]:
     # Litestar refuses the body before any handler runs: the callback's refusal is counted here.
     if request.route_handler.fn is receive_status.fn:  # the app holds a copy of the handler
-        CALLBACKS.labels("too_large").inc()
+        CALLBACK_OUTCOMES["too_large"].inc()
         log.warning("refused callback: body over the size limit")
     return problem_from_http_exception(request, exc)
 

@@ -20,7 +20,7 @@ from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 
 from api.problems import Problem, problem_responses, problem_spec
 from api.services import Services, services_of
-from api.telemetry import ACK_SECONDS, CALLBACKS
+from api.telemetry import ACK_SECONDS, CALLBACK_OUTCOMES
 from ledger.callbacks import CallbackError, Params, parse_form, parse_json, parse_query, to_event
 from ledger.database import DatabaseUnavailable
 from ledger.events import EventMeta
@@ -53,7 +53,7 @@ async def _params(request: Request[Any, Any, Any], max_fields: int) -> Params:
         return parse_form(await request.body(), max_fields=max_fields)
     if media_type == "application/json":
         return parse_json(await request.body(), max_fields=max_fields)
-    CALLBACKS.labels("unsupported_media_type").inc()
+    CALLBACK_OUTCOMES["unsupported_media_type"].inc()
     raise Problem(
         415,
         f"Content-Type {media_type or '(none)'!r} is not accepted: send "
@@ -103,7 +103,7 @@ async def receive_status(request: Request[Any, Any, Any]) -> CallbackAccepted:
 
 
 def _refuse_signature(request_id: str, reason: str) -> Problem:
-    CALLBACKS.labels("bad_signature").inc()
+    CALLBACK_OUTCOMES["bad_signature"].inc()
     log.warning("refused callback %s: %s", request_id, reason)
     return Problem(403, f"{reason}.")
 
@@ -156,20 +156,20 @@ async def _receive(request: Request[Any, Any, Any], svc: Services) -> CallbackAc
     try:
         params = await _params(request, settings.max_fields)
     except CallbackError as error:
-        CALLBACKS.labels("malformed").inc()
+        CALLBACK_OUTCOMES["malformed"].inc()
         raise Problem(400, error.detail, field=error.field) from None
 
     meta, guard = _authenticate(request, settings, params, request_id)
     try:
         event = to_event(params, meta=meta, timestamps_tz=settings.plivo_zone)
     except CallbackError as error:
-        CALLBACKS.labels("malformed").inc()
+        CALLBACK_OUTCOMES["malformed"].inc()
         raise Problem(400, error.detail, field=error.field) from None
 
     try:
         result = await svc.committer.append(Append(event, guard))
     except DatabaseUnavailable:
-        CALLBACKS.labels("unavailable").inc()
+        CALLBACK_OUTCOMES["unavailable"].inc()
         raise Problem(
             503,
             "The ledger cannot store callbacks right now; nothing was stored. Retry later.",
@@ -177,13 +177,13 @@ async def _receive(request: Request[Any, Any, Any], svc: Services) -> CallbackAc
         ) from None
 
     if result.outcome == "nonce_reused":
-        CALLBACKS.labels("nonce_reused").inc()
+        CALLBACK_OUTCOMES["nonce_reused"].inc()
         log.warning("refused callback %s: nonce already used for another body", request_id)
         raise Problem(
             403,
             "This signature nonce was already used with a different body: a nonce signs "
             "exactly one callback.",
         )
-    CALLBACKS.labels(result.outcome).inc()
+    CALLBACK_OUTCOMES[result.outcome].inc()
     assert result.position is not None  # appended and duplicate events always have one
     return CallbackAccepted(result.outcome, result.position)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -34,8 +35,12 @@ def default_data_dir() -> Path:
     return platformdirs.user_data_path(APP_NAME)
 
 
-class Settings(msgspec.Struct, frozen=True, kw_only=True):
-    """Everything the service reads from its environment. See the README's configuration table."""
+class Settings(msgspec.Struct, frozen=True, kw_only=True, dict=True):
+    """Everything the service reads from its environment. See the README's configuration table.
+
+    Derived values are computed on first use and then kept (``dict=True`` gives the frozen
+    struct somewhere to keep them): the callback route reads them on every request.
+    """
 
     database_url: str | None = None
     data_dir: Path = msgspec.field(default_factory=default_data_dir)
@@ -68,22 +73,22 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     seal_head_url: str | None = None
     system_key: str | None = None
 
-    @property
+    @functools.cached_property
     def zone(self) -> ZoneInfo:
         """The zone whose midnight separates metrics days."""
         return ZoneInfo(self.timezone)
 
-    @property
+    @functools.cached_property
     def plivo_zone(self) -> ZoneInfo:
         """The zone Plivo's offset-less timestamps are read in."""
         return ZoneInfo(self.plivo_timezone)
 
-    @property
+    @functools.cached_property
     def plivo_main_auth_tokens(self) -> tuple[str, ...]:
         """The main account's token, for the ``-Ma-`` signature headers (none if unset)."""
         return (self.plivo_main_auth_token,) if self.plivo_main_auth_token else ()
 
-    @property
+    @functools.cached_property
     def callback_base_url(self) -> str:
         """The base URL Plivo calls; signatures are checked against it."""
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
