@@ -27,7 +27,6 @@ from ledger.events import EventMeta
 from ledger.settings import Settings
 from ledger.signatures import (
     SignatureError,
-    body_digest,
     has_signature_headers,
     verify_signature,
 )
@@ -138,7 +137,7 @@ def _authenticate(
         request_id=request_id,
         remote_addr=remote_addr,
     )
-    return meta, NonceGuard(check.family, check.nonce, body_digest(params))
+    return meta, NonceGuard(check.family, check.nonce, check.body_digest)
 
 
 async def _receive(request: Request[Any, Any, Any], svc: Services) -> CallbackAccepted:

@@ -37,12 +37,15 @@ class SignatureError(Exception):
 
 
 class SignatureCheck(msgspec.Struct, frozen=True):
-    """A signature that matched: which header carried it, the nonce it was made with, and
-    every header of its family as received (what ``ledger verify`` re-checks later)."""
+    """A signature that matched: which header carried it, the nonce it was made with, every
+    header of its family as received (what ``ledger verify`` re-checks later), and the
+    :func:`body_digest` of the parameters it was checked with (what its nonce is pinned to,
+    computed from the pairs sorted once for the V3 string too)."""
 
     scheme: Scheme
     nonce: str
     headers: dict[str, str]
+    body_digest: bytes
 
     @property
     def family(self) -> Family:
@@ -112,22 +115,25 @@ def verify_signature(
     # Any V3 header (even a lone nonce) means Plivo signed with V3: letting a V2 signature
     # decide then would let an attacker strip V3 and fall back to the body-blind scheme.
     if any(name in lowered for name in _V3.lowered):
-        v3_signed = v3_signed_string(method, url, params)
+        ordered = sorted(params)  # once, for both the signed string and the digest
+        v3_signed = _v3_string(method, url, ordered)
         return _verify_family(
             _V3,
             lowered,
             lambda token, nonce: _v3_digest(v3_signed, nonce, token),
-            auth_tokens,
-            main_auth_tokens,
+            auth_tokens=auth_tokens,
+            main_auth_tokens=main_auth_tokens,
+            digest_body=lambda: _digest(ordered),
         )
     if any(name in lowered for name in _V2.lowered):
-        v2_signed = _v2_string(url)
+        v2_signed = _url_parts(url).base
         return _verify_family(
             _V2,
             lowered,
             lambda token, nonce: _v2_digest(v2_signed, nonce, token),
-            auth_tokens,
-            main_auth_tokens,
+            auth_tokens=auth_tokens,
+            main_auth_tokens=main_auth_tokens,
+            digest_body=lambda: body_digest(params),
         )
     raise SignatureError(
         f"missing {_V3.header} or {_V2.header} header: this endpoint only accepts "
@@ -144,7 +150,7 @@ def sign_v3(
 
 def sign_v2(*, url: str, nonce: str, auth_token: str) -> str:
     """The ``X-Plivo-Signature-V2`` value Plivo would send for this URL and nonce."""
-    return _v2_digest(_v2_string(url), nonce, auth_token).decode("ascii")
+    return _v2_digest(_url_parts(url).base, nonce, auth_token).decode("ascii")
 
 
 def body_digest(params: Sequence[tuple[str, str]]) -> bytes:
@@ -154,7 +160,11 @@ def body_digest(params: Sequence[tuple[str, str]]) -> bytes:
     cannot tell ``ErrorCode=From1…`` from ``ErrorCode=&From=1…``. JSON arrays of pairs keep
     keys and values apart, whatever characters they contain.
     """
-    return hashlib.sha256(msgspec.json.encode(sorted(params))).digest()
+    return _digest(sorted(params))
+
+
+def _digest(ordered: list[tuple[str, str]]) -> bytes:
+    return hashlib.sha256(msgspec.json.encode(ordered)).digest()
 
 
 def v3_signed_string(method: str, url: str, params: Sequence[tuple[str, str]]) -> str:
@@ -166,6 +176,12 @@ def v3_signed_string(method: str, url: str, params: Sequence[tuple[str, str]]) -
     values sorted, nothing between them. Raises :class:`SignatureError` for a method Plivo
     does not sign or a URL holding raw non-ASCII characters (the SDK cannot parse those).
     """
+    return _v3_string(method, url, sorted(params))
+
+
+def _v3_string(method: str, url: str, ordered: list[tuple[str, str]]) -> str:
+    """:func:`v3_signed_string` of parameters already sorted (sorting pairs sorts by key,
+    then each key's values: exactly the SDK's order)."""
     verb = method.upper()
     if verb not in {"GET", "POST"}:
         raise SignatureError(f"Plivo signs only GET and POST callbacks, not {method}")
@@ -174,42 +190,57 @@ def v3_signed_string(method: str, url: str, params: Sequence[tuple[str, str]]) -
             "the request URL holds raw non-ASCII characters: Plivo percent-encodes the URLs it "
             "calls, so this request cannot carry a valid signature"
         )
-    base, query = _url_parts(url)
+    parts = _url_parts(url)
+    base = parts.base
     if verb == "GET":
         # The SDK merges the URL's query into the parameters key by key, the URL winning (the
         # parameters of a GET are that same query, so the two agree).
-        merged = [(key, value) for key, value in params if key not in query]
+        query = parts.query
+        merged = [(key, value) for key, value in ordered if key not in query]
         merged += [(key, value) for key, values in query.items() for value in values]
         sorted_query = "&".join(map("=".join, sorted(merged)))
         return f"{base}?{sorted_query}" if sorted_query else base
-    sorted_query = _sorted_query(query)
-    if not params:
+    sorted_query = parts.sorted_query
+    if not ordered:
         return f"{base}?{sorted_query}" if sorted_query else base
-    # Sorting the pairs sorts by key, then each key's values: exactly the SDK's order.
-    body = "".join(itertools.chain.from_iterable(sorted(params)))
+    body = "".join(itertools.chain.from_iterable(ordered))
     return f"{base}?{sorted_query}.{body}" if sorted_query else f"{base}?{body}"
 
 
+class _URLParts(msgspec.Struct, frozen=True):
+    """What a signature takes from a URL: ``scheme://netloc/path`` (all V2 signs, and where
+    V3 starts), the parsed query and its sorted ``k=v&…`` form (V3 POST)."""
+
+    base: str
+    query: dict[str, list[str]]
+    sorted_query: str
+
+
 @functools.lru_cache(maxsize=64)
-def _url_parts(url: str) -> tuple[str, dict[str, list[str]]]:
-    """``scheme://netloc/path`` and the parsed query of ``url`` (cached: a deployment's
-    callbacks come to a handful of URLs). Callers must not change the dict."""
+def _url_parts(url: str) -> _URLParts:
+    """The signature parts of ``url``, parsed once (cached: a deployment's callbacks come to
+    a handful of URLs, so the parse is not redone per request). Callers must not change the
+    query dict."""
     parts = urlparse(url)
     base = urlunparse((parts.scheme, parts.netloc, parts.path, "", "", ""))
-    return base, parse_qs(parts.query, keep_blank_values=True)
-
-
-def _sorted_query(query: Mapping[str, list[str]]) -> str:
-    return "&".join(f"{key}={value}" for key in sorted(query) for value in sorted(query[key]))
+    query = parse_qs(parts.query, keep_blank_values=True)
+    sorted_query = "&".join(
+        f"{key}={value}" for key in sorted(query) for value in sorted(query[key])
+    )
+    return _URLParts(base, query, sorted_query)
 
 
 def _verify_family(
     family: _Family,
     lowered: Mapping[str, str],
     digest: Callable[[str, str], bytes],
+    *,
     auth_tokens: Sequence[str],
     main_auth_tokens: Sequence[str],
+    digest_body: Callable[[], bytes],
 ) -> SignatureCheck:
+    """The check of one family's headers; ``digest_body`` is only called for a match, so a
+    junk signature costs no digest."""
     header, main_header, nonce_header = family.lowered
     candidates = [
         (lowered[name], scheme, tokens)
@@ -239,7 +270,9 @@ def _verify_family(
                     for name, low in zip(family.names, family.lowered, strict=True)
                     if low in lowered
                 }
-                return SignatureCheck(scheme=scheme, nonce=nonce, headers=material)
+                return SignatureCheck(
+                    scheme=scheme, nonce=nonce, headers=material, body_digest=digest_body()
+                )
     names = " or ".join(
         name
         for name, low in ((family.header, header), (family.main_header, main_header))
@@ -255,12 +288,6 @@ def _v3_digest(signed: str, nonce: str, auth_token: str) -> bytes:
     return base64.b64encode(
         hmac.digest(auth_token.encode(), f"{signed}.{nonce}".encode(), "sha256")
     )
-
-
-def _v2_string(url: str) -> str:
-    # Same cut as plivo.utils.validate_signature: scheme://netloc/path, nothing after it.
-    parts = urlparse(url)
-    return urlunparse((parts.scheme, parts.netloc, parts.path, "", "", ""))
 
 
 def _v2_digest(signed: str, nonce: str, auth_token: str) -> bytes:

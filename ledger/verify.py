@@ -39,7 +39,7 @@ from ledger.seals import (
     get_block,
     leaf_of,
 )
-from ledger.signatures import SignatureError, body_digest, verify_signature
+from ledger.signatures import SignatureError, verify_signature
 from ledger.store import Checkpoint
 from ledger.system_events import mac_matches
 
@@ -554,7 +554,7 @@ class _OriginChecker:
             return
         self._proofs[f"plivo-{family}"] += 1
         await self._pins.expect(
-            event, block, scheme=family, nonce=check.nonce, digest=body_digest(pairs)
+            event, block, scheme=family, nonce=check.nonce, digest=check.body_digest
         )
 
     def _is_legacy(self, event: StoredEvent) -> bool:

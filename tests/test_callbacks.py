@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 from datetime import UTC, datetime
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
@@ -492,6 +492,28 @@ def test_query_round_trips_pairs(original: list[tuple[str, str]]) -> None:
 @given(st.dictionaries(text, text, max_size=10))
 def test_json_round_trips_objects_of_strings(original: dict[str, str]) -> None:
     assert parse_json(json.dumps(original).encode()) == tuple(original.items())
+
+
+# Bodies drawn from the characters that matter to form decoding, so that escapes, plus
+# signs, separators and blanks meet in every combination.
+form_tokens = ["a", "b", "=", "&", "+", " ", "é", "%", "%4", "%2B", "%3D", "%26", "%00", "%C3%A9"]
+form_bodies = st.lists(st.sampled_from([*form_tokens, "%C3", "%FF"]), max_size=20).map("".join)
+
+
+@given(form_bodies)
+def test_form_decodes_exactly_as_urllib_parse_qsl(body: str) -> None:
+    try:
+        expected = parse_qsl(body, keep_blank_values=True, errors="strict")
+    except UnicodeDecodeError:
+        with pytest.raises(CallbackError, match="UTF-8"):
+            parse_form(body.encode())
+        return
+    if any("\x00" in text for pair in expected for text in pair):
+        with pytest.raises(CallbackError, match="NUL"):
+            parse_form(body.encode())
+        return
+
+    assert parse_form(body.encode()) == tuple(expected)
 
 
 @given(st.binary(max_size=200))
