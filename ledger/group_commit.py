@@ -7,7 +7,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout, TooManyRequests
@@ -27,6 +27,14 @@ NOTIFY_INTERVAL = 0.05
 _STALLED = (PoolTimeout, psycopg.errors.QueryCanceled, psycopg.errors.LockNotAvailable)
 
 
+class _Waiting(NamedTuple):
+    """An append waiting for a flusher, its caller's future, and when it stops waiting."""
+
+    item: Append
+    future: asyncio.Future[AppendResult]
+    deadline: float
+
+
 class GroupCommitter:
     """Batches appends from concurrent requests into shared transactions.
 
@@ -37,6 +45,8 @@ class GroupCommitter:
     ``queue_timeout`` bounds how long a request may wait for a flusher: past it, a request not
     yet sent is answered :class:`DatabaseUnavailable` (nothing was stored). A request already
     sent waits for its statement, which the pool's ``statement_timeout`` bounds on the server.
+    The queue is first in, first out and every request waits as long, so one timer, set for
+    the oldest waiting request, enforces that for all (not one timer per request).
     """
 
     def __init__(
@@ -53,7 +63,8 @@ class GroupCommitter:
         self._flusher_count = flushers
         self._queue_timeout = queue_timeout
         self._on_batch = on_batch
-        self._waiting: list[tuple[Append, asyncio.Future[AppendResult]]] = []
+        self._waiting: list[_Waiting] = []
+        self._expiry: asyncio.TimerHandle | None = None
         self._wakeup = asyncio.Event()
         self._flushers: list[asyncio.Task[None]] = []
         self._closing = False
@@ -72,6 +83,9 @@ class GroupCommitter:
         self._wakeup.set()
         await asyncio.gather(*self._flushers, return_exceptions=True)
         self._flushers = []
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
 
     async def append(self, item: Append) -> AppendResult:
         """Append one event; return once its transaction has committed.
@@ -80,17 +94,35 @@ class GroupCommitter:
         """
         if self._closing:
             raise DatabaseUnavailable("the service is shutting down")
-        future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
-        entry = (item, future)
-        self._waiting.append(entry)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[AppendResult] = loop.create_future()
+        deadline = loop.time() + self._queue_timeout
+        self._waiting.append(_Waiting(item, future, deadline))
         self._wakeup.set()
-        try:
-            return await asyncio.wait_for(asyncio.shield(future), self._queue_timeout)
-        except TimeoutError:
-            if entry in self._waiting:  # never sent: safe to refuse
-                self._waiting.remove(entry)
-                raise DatabaseUnavailable("no flusher was free within the queue timeout") from None
-            return await future  # in flight: its statement's own timeout decides
+        if self._expiry is None:
+            self._expiry = loop.call_at(deadline, self._expire)
+        # Once a flusher has taken it, only its statement's own timeout decides.
+        return await future
+
+    def _expire(self) -> None:
+        """Refuse the requests that waited for a flusher past the queue timeout (never sent:
+        safe to refuse), then set the timer for the oldest one still waiting."""
+        self._expiry = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        expired = 0
+        for entry in self._waiting:
+            if entry.deadline > now:
+                break
+            expired += 1
+        refused, self._waiting[:expired] = self._waiting[:expired], []
+        for entry in refused:
+            if not entry.future.done():
+                entry.future.set_exception(
+                    DatabaseUnavailable("no flusher was free within the queue timeout")
+                )
+        if self._waiting:
+            self._expiry = loop.call_at(self._waiting[0].deadline, self._expire)
 
     async def _flush_forever(self) -> None:
         while True:
@@ -105,22 +137,23 @@ class GroupCommitter:
                 self._wakeup.set()  # let the other flushers see the end too
                 return
 
-    def _take_waiting(self) -> list[tuple[Append, asyncio.Future[AppendResult]]]:
+    def _take_waiting(self) -> list[_Waiting]:
         """Everything still waiting for a flusher, taken off the queue."""
         waiting, self._waiting = self._waiting, []
         if not self._closing:
             self._wakeup.clear()
         return waiting
 
-    async def _flush(self, batch: list[tuple[Append, asyncio.Future[AppendResult]]]) -> None:
+    async def _flush(self, batch: list[_Waiting]) -> None:
+        items = [entry.item for entry in batch]
         try:
             async with self._pool.connection() as conn:
                 try:
-                    results = await append(conn, [item for item, _ in batch])
+                    results = await append(conn, items)
                 except psycopg.errors.DeadlockDetected:
                     # Chosen as the victim of a deadlock with a concurrent batch, which has
                     # committed by now: the same append again finds its events stored.
-                    results = await append(conn, [item for item, _ in batch])
+                    results = await append(conn, items)
                 self._resolve(batch, results)
                 if any(result.outcome == "appended" for result in results):
                     await self._notify(conn)
@@ -132,14 +165,14 @@ class GroupCommitter:
                 # meanwhile would wait as long again only to fail the same way, past the 8 s
                 # Plivo waits for an answer: fail it now, so every caller hears its 503 in time.
                 batch = batch + self._take_waiting()
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(failure)
+            for entry in batch:
+                if not entry.future.done():
+                    entry.future.set_exception(failure)
         except Exception as error:  # every caller must hear back, whatever went wrong
             log.exception("append of %d events failed unexpectedly", len(batch))
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(error)
+            for entry in batch:
+                if not entry.future.done():
+                    entry.future.set_exception(error)
 
     async def _notify(self, conn: psycopg.AsyncConnection[Any]) -> None:
         """Wake tailing readers after a commit, at most once per :data:`NOTIFY_INTERVAL`."""
@@ -149,11 +182,9 @@ class GroupCommitter:
         self._notified_at = now
         await notify_readers(conn)
 
-    def _resolve(
-        self, batch: list[tuple[Append, asyncio.Future[AppendResult]]], results: list[AppendResult]
-    ) -> None:
+    def _resolve(self, batch: list[_Waiting], results: list[AppendResult]) -> None:
         if self._on_batch is not None:
             self._on_batch(len(batch))
-        for (_, future), result in zip(batch, results, strict=True):
+        for entry, result in zip(batch, results, strict=True):
             with contextlib.suppress(asyncio.InvalidStateError):
-                future.set_result(result)
+                entry.future.set_result(result)

@@ -139,3 +139,32 @@ async def test_appends_queued_behind_a_pool_timeout_all_fail_at_once(database_ur
     assert all(isinstance(result, DatabaseUnavailable) for result in results), results
     assert elapsed < 3 * timeout
     assert await count_events(database_url) == 0
+
+
+async def test_an_append_no_flusher_takes_within_the_queue_timeout_is_refused_unsent(
+    database_url: str,
+) -> None:
+    """Past the queue timeout a request still waiting for a flusher hears DatabaseUnavailable
+    and is never stored, while the one already sent waits for its own statement and commits."""
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        database_url, min_size=1, max_size=1, timeout=10.0, open=False
+    )
+    await pool.open(wait=True)
+    committer = GroupCommitter(pool, max_batch=1, flushers=1, queue_timeout=0.3)
+    await committer.start()
+    try:
+        async with pool.connection():  # the flusher takes the first request and waits here
+            sent = asyncio.ensure_future(committer.append(Append(event(uuid4(), "queued", 1))))
+            await asyncio.sleep(0.1)
+            started = asyncio.get_running_loop().time()
+            with pytest.raises(DatabaseUnavailable, match="queue timeout"):
+                await committer.append(Append(event(uuid4(), "queued", 1)))
+            waited = asyncio.get_running_loop().time() - started
+            assert not sent.done()
+        result = await sent
+    finally:
+        await committer.close()
+        await pool.close()
+    assert 0.25 < waited < 2.0
+    assert result.outcome == "appended"
+    assert await count_events(database_url) == 1
