@@ -144,6 +144,9 @@ def parse_json(body: bytes, *, max_fields: int = DEFAULT_MAX_FIELDS) -> Params:
 
 def payload_of(params: Params) -> Payload:
     """The parameters as a payload: one value stays a string, repeated keys keep a list in order."""
+    single: Payload = dict(params)
+    if len(single) == len(params):  # no key repeated, as in every callback Plivo sends
+        return single
     payload: Payload = {}
     for key, value in params:
         current = payload.get(key)
@@ -168,7 +171,8 @@ def to_event(params: Params, *, meta: EventMeta, timestamps_tz: tzinfo) -> NewEv
     status = _status(payload)
     sequence = _sequence(payload)
     if sequence is not None:
-        material = _STATUS_KEY_TAG + msgspec.json.encode([str(message_uuid), status, sequence])
+        # msgspec writes a UUID as its canonical text, str(message_uuid), without making it.
+        material = _STATUS_KEY_TAG + msgspec.json.encode([message_uuid, status, sequence])
     else:
         material = _PAYLOAD_KEY_TAG + msgspec.json.encode(sorted(params))
     return NewEvent(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 from datetime import UTC, datetime
 from urllib.parse import parse_qsl, urlencode
@@ -468,6 +469,14 @@ def test_unparseable_sequence_falls_back_to_the_payload_hash() -> None:
 
 def test_dedup_key_is_a_sha256_digest() -> None:
     assert len(status_event("sent").dedup_key) == 32
+
+
+def test_dedup_key_keeps_its_v1_derivation() -> None:
+    """Keys already stored must still match a retry after an upgrade: the derivation is fixed."""
+    key = status_event("sent", ("Sequence", "2")).dedup_key
+
+    material = b'v1\x00status\x00["' + MESSAGE_UUID.encode() + b'","sent",2]'
+    assert key == hashlib.sha256(material).digest()
 
 
 # --- properties -----------------------------------------------------------------------------
