@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Any
 
 import msgspec
@@ -22,6 +23,7 @@ from api.telemetry import (
 )
 from ledger.migrate import pending_migrations
 from ledger.seals import SealProgress, seal_progress
+from ledger.settings import Settings
 from projections.progress import ProjectorLag, projector_lag
 from projections.registry import build_projectors
 
@@ -82,12 +84,19 @@ async def ready(request: Request[Any, Any, Any]) -> Response[Readiness]:
 
 async def _lag(conn: psycopg.AsyncConnection[Any], svc: Services) -> list[ProjectorLag]:
     """Every projector's lag, also recorded in the Prometheus gauges."""
-    lags = await projector_lag(conn, [p.name for p in build_projectors(svc.settings)])
+    lags = await projector_lag(conn, _projector_names(svc.settings))
     for lag in lags:
         PROJECTOR_EVENTS_BEHIND.labels(lag.projector).set(lag.events_behind)
         PROJECTOR_SECONDS_BEHIND.labels(lag.projector).set(lag.seconds_behind)
         DEAD_LETTERS.labels(lag.projector).set(lag.dead_letters)
     return lags
+
+
+@functools.cache
+def _projector_names(settings: Settings) -> tuple[str, ...]:
+    """The projectors' names, found once: building the projectors on every probe or scrape
+    would redo their set-up work just to read their names."""
+    return tuple(projector.name for projector in build_projectors(settings))
 
 
 async def _seal(conn: psycopg.AsyncConnection[Any]) -> SealProgress:

@@ -74,7 +74,7 @@ SEAL_LAG_SECONDS = Gauge(
 )
 DEAD_LETTERS = Gauge(
     "ledger_dead_letters",
-    "Unresolved events a projector could not apply.",
+    "Unresolved events a projector could not apply (counted up to 1,000).",
     ["projector"],
     multiprocess_mode="max",
 )

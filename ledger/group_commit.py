@@ -70,6 +70,11 @@ class GroupCommitter:
         self._closing = False
         self._notified_at = -NOTIFY_INTERVAL
 
+    @property
+    def pool(self) -> AsyncConnectionPool[Any]:
+        """The ingest pool the flushers write with, which nothing else should use."""
+        return self._pool
+
     async def start(self) -> None:
         """Start the flushers (inside the running event loop)."""
         self._flushers = [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from importlib import resources
 from typing import Any
@@ -25,6 +26,12 @@ class Migration(msgspec.Struct, frozen=True):
 
 def available_migrations() -> list[Migration]:
     """Every migration shipped with the code, ordered by number."""
+    return list(_shipped_migrations())
+
+
+@functools.cache
+def _shipped_migrations() -> tuple[Migration, ...]:
+    """The migration files, read once per process (``/ready`` asks on every probe)."""
     found = []
     for entry in resources.files("migrations").iterdir():
         if entry.name.endswith(".sql"):
@@ -32,7 +39,7 @@ def available_migrations() -> list[Migration]:
             found.append(
                 Migration(int(number), rest.removesuffix(".sql"), entry.read_text("utf-8"))
             )
-    return sorted(found, key=lambda migration: migration.version)
+    return tuple(sorted(found, key=lambda migration: migration.version))
 
 
 async def applied_versions(conn: psycopg.AsyncConnection[Any]) -> set[int]:
@@ -49,7 +56,7 @@ async def applied_versions(conn: psycopg.AsyncConnection[Any]) -> set[int]:
 async def pending_migrations(conn: psycopg.AsyncConnection[Any]) -> list[Migration]:
     """Migrations shipped with the code but not yet applied to this database."""
     done = await applied_versions(conn)
-    return [migration for migration in available_migrations() if migration.version not in done]
+    return [migration for migration in _shipped_migrations() if migration.version not in done]
 
 
 async def migrate(conn: psycopg.AsyncConnection[Any]) -> list[Migration]:

@@ -25,7 +25,8 @@ class ProjectorLag(msgspec.Struct, frozen=True):
     events_behind: int
     #: How long the oldest unapplied event has been in the ledger; 0 when caught up.
     seconds_behind: float
-    #: Unresolved dead letters.
+    #: Unresolved dead letters, counted up to :data:`DEAD_LETTERS_COUNTED` (a probe never
+    #: counts more rows than that, however many there are).
     dead_letters: int
     updated_at: datetime | None
 
@@ -40,15 +41,20 @@ class DeadLetterRecord(msgspec.Struct, frozen=True):
     resolved_at: datetime | None
 
 
+#: The most unresolved dead letters one lag report counts: any is a reason to look, and a
+#: poison flood must not make every probe count them all.
+DEAD_LETTERS_COUNTED = 1000
+
 # Index lookups only, however far behind: the newest position, and the first event after
-# the checkpoint in fence order.
+# the checkpoint in fence order; dead letters counted up to DEAD_LETTERS_COUNTED.
 _LAG = """
 SELECT n.name AS projector, c.version, coalesce(c.position, 0) AS position,
        CASE WHEN waiting.recorded_at IS NULL THEN 0
             ELSE greatest(head.position - coalesce(c.position, 0), 1) END AS events_behind,
        coalesce(extract(epoch FROM now() - waiting.recorded_at), 0)::float8 AS seconds_behind,
-       (SELECT count(*) FROM dead_letters d
-        WHERE d.projector = n.name AND d.resolved_at IS NULL) AS dead_letters,
+       (SELECT count(*) FROM (SELECT FROM dead_letters d
+        WHERE d.projector = n.name AND d.resolved_at IS NULL
+        LIMIT %(dead_letters_counted)s) AS counted) AS dead_letters,
        c.updated_at
 FROM unnest(%(names)s::text[]) WITH ORDINALITY AS n(name, ord)
 LEFT JOIN projection_checkpoints c ON c.name = n.name
@@ -73,7 +79,9 @@ async def projector_lag(
         cursor = await conn.execute("SELECT name FROM projection_checkpoints ORDER BY name")
         names = [row[0] for row in await cursor.fetchall()]
     async with conn.cursor(row_factory=class_row(ProjectorLag)) as cursor:
-        await cursor.execute(_LAG, {"names": list(names)})
+        await cursor.execute(
+            _LAG, {"names": list(names), "dead_letters_counted": DEAD_LETTERS_COUNTED}
+        )
         return await cursor.fetchall()
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import msgspec
 import psycopg
 import pytest
 from litestar import Litestar
@@ -28,6 +29,7 @@ from litestar.testing import AsyncTestClient
 from psycopg_pool import AsyncConnectionPool
 
 from api.app import create_app
+from api.services import Services
 from api.simulate import lifecycle, sign
 from ledger.database import connect, create_pool, embedded_server
 from ledger.migrate import migrate
@@ -179,6 +181,31 @@ async def client_without_projectors(
     app = create_app(settings, settings.database_url, run_projectors=False)
     async with AsyncTestClient(app) as test_client:
         yield test_client
+
+
+@pytest.fixture
+async def client_with_small_pools(
+    settings: Settings,
+) -> AsyncIterator[AsyncTestClient[Litestar]]:
+    """The app without background work, with read and ingest pools of two connections
+    each: small enough for a test to take every connection."""
+    assert settings.database_url is not None
+    small = msgspec.structs.replace(settings, pool_size=2, append_flushers=2)
+    app = create_app(small, settings.database_url, run_projectors=False)
+    async with AsyncTestClient(app) as test_client:
+        yield test_client
+
+
+@contextlib.asynccontextmanager
+async def every_connection_taken(client: AsyncTestClient[Litestar]) -> AsyncIterator[None]:
+    """Hold every connection of the app's read and ingest pools, as a read or ingest surge
+    would: only the operations pool is left."""
+    services: Services = client.app.state.services
+    async with contextlib.AsyncExitStack() as held:
+        for pool in (services.pool, services.committer.pool):
+            for _ in range(pool.max_size):
+                await held.enter_async_context(pool.connection())
+        yield
 
 
 async def post_lifecycles(

@@ -7,6 +7,7 @@ them before and after what it does, and checks the difference.
 from __future__ import annotations
 
 import random
+import time
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
@@ -21,7 +22,7 @@ from ledger.seals import seal_settled
 from ledger.settings import Settings
 from projections.registry import build_projectors
 from projections.runner import CatchUpRunner
-from tests.conftest import CALLBACK_URL, PLIVO_TOKEN
+from tests.conftest import CALLBACK_URL, PLIVO_TOKEN, every_connection_taken
 from tests.test_runner import drain
 
 Client = AsyncTestClient[Litestar]
@@ -87,6 +88,19 @@ async def send_traffic(client: Client, appended: int, duplicates: int, forged: i
             "/plivo/status", content=callback.body, headers=callback.headers
         )
         assert response.status_code == 403
+
+
+async def test_metrics_answer_with_lag_while_the_read_and_ingest_pools_are_exhausted(
+    client_with_small_pools: Client,
+) -> None:
+    await send_traffic(client_with_small_pools, appended=2, duplicates=0, forged=0)
+    async with every_connection_taken(client_with_small_pools):
+        started = time.monotonic()
+        samples = await scrape(client_with_small_pools)
+        elapsed = time.monotonic() - started
+
+    assert by_projector(samples, "ledger_projector_events_behind")["message_status"] >= 1
+    assert elapsed < 1.0  # a checkout from an exhausted pool would wait its 5 s timeout
 
 
 async def test_metrics_name_their_charset_once(client: Client) -> None:

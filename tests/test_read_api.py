@@ -5,15 +5,18 @@ from __future__ import annotations
 import csv
 import io
 import random
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from api.simulate import lifecycle, sign
-from tests.conftest import CALLBACK_URL, PLIVO_TOKEN
+from projections.progress import DEAD_LETTERS_COUNTED
+from tests.conftest import CALLBACK_URL, PLIVO_TOKEN, every_connection_taken
 
 Client = AsyncTestClient[Litestar]
 DAY = datetime(2026, 11, 20, 9, tzinfo=UTC)
@@ -203,6 +206,33 @@ async def test_daily_metrics_refuse_a_bad_range(
 )
 async def test_every_read_route_needs_a_token(client: Client, path: str) -> None:
     assert (await client.get(path)).status_code == 401
+
+
+async def test_ready_answers_at_once_while_the_read_and_ingest_pools_are_exhausted(
+    client_with_small_pools: Client,
+) -> None:
+    async with every_connection_taken(client_with_small_pools):
+        started = time.monotonic()
+        response = await client_with_small_pools.get("/ready")
+        elapsed = time.monotonic() - started
+
+    assert response.status_code == 200, response.text
+    assert response.json()["ready"] is True
+    assert elapsed < 1.0  # a checkout from an exhausted pool would wait its 5 s timeout
+
+
+async def test_ready_counts_at_most_a_thousand_dead_letters(
+    client_without_projectors: Client, conn: psycopg.AsyncConnection[Any]
+) -> None:
+    await conn.execute(
+        "INSERT INTO dead_letters (projector, position, error)"
+        " SELECT 'message_status', n, 'poison' FROM generate_series(1, %s) AS n",
+        (DEAD_LETTERS_COUNTED + 5,),
+    )
+    response = await client_without_projectors.get("/ready")
+    lags = {lag["projector"]: lag for lag in response.json()["projectors"]}
+    assert lags["message_status"]["dead_letters"] == DEAD_LETTERS_COUNTED
+    assert lags["daily_delivery_metrics"]["dead_letters"] == 0
 
 
 async def test_ready_reports_each_projectors_lag(client: Client, auth: dict[str, str]) -> None:
