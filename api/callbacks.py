@@ -18,6 +18,7 @@ import msgspec
 from litestar import Request, route
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 
+from api.callback_schema import CallbackOperation, operation_id
 from api.problems import Problem, problem_responses, problem_spec
 from api.services import Services, services_of
 from api.telemetry import ACK_SECONDS, CALLBACK_OUTCOMES
@@ -75,6 +76,9 @@ def signed_url(request: Request[Any, Any, Any], base_url: str) -> str:
     # Litestar routes /plivo/status/ and //plivo/status here too; signed_url keeps them apart.
     "/plivo/status",
     http_method=["GET", "POST"],
+    # The route reads its fields and headers itself: their description is added here.
+    operation_class=CallbackOperation,
+    operation_id=operation_id,
     summary="Receive a Plivo message status callback",
     description=(
         "Plivo calls this URL on every status change of a message. The callback is checked "

@@ -273,3 +273,57 @@ async def test_the_audit_trail_of_a_malformed_uuid_is_400(
     response = await client.get("/v1/messages/not-a-uuid/events", headers=auth)
     assert response.status_code == 400
     assert response.json()["field"] == "message_uuid"
+
+
+# --- the route's OpenAPI description --------------------------------------------------------
+
+SIGNATURE_HEADER_NAMES = {
+    "X-Plivo-Signature-V3",
+    "X-Plivo-Signature-Ma-V3",
+    "X-Plivo-Signature-V3-Nonce",
+    "X-Plivo-Signature-V2",
+    "X-Plivo-Signature-Ma-V2",
+    "X-Plivo-Signature-V2-Nonce",
+}
+
+
+async def callback_operations(client: Client) -> dict[str, Any]:
+    response = await client.get("/schema/openapi.json")
+    assert response.status_code == 200
+    operations: dict[str, Any] = response.json()["paths"]["/plivo/status"]
+    return operations
+
+
+async def test_the_openapi_post_callback_documents_the_form_fields_plivo_sends(
+    client_without_projectors: Client,
+) -> None:
+    post = (await callback_operations(client_without_projectors))["post"]
+
+    content = post["requestBody"]["content"]
+    assert set(content) == {"application/x-www-form-urlencoded", "application/json"}
+    fields = content["application/x-www-form-urlencoded"]["schema"]
+    assert {"MessageUUID", "Status", "ErrorCode", "Sequence", "DeliveryReportTime"} <= set(
+        fields["properties"]
+    )
+    assert fields["required"] == ["MessageUUID"]
+
+
+@pytest.mark.parametrize("method", ["post", "get"])
+async def test_the_openapi_callback_documents_the_signature_headers(
+    client_without_projectors: Client, method: str
+) -> None:
+    operation = (await callback_operations(client_without_projectors))[method]
+
+    headers = {p["name"] for p in operation["parameters"] if p["in"] == "header"}
+    assert headers == SIGNATURE_HEADER_NAMES
+
+
+async def test_the_openapi_get_callback_documents_the_fields_as_query_parameters(
+    client_without_projectors: Client,
+) -> None:
+    get = (await callback_operations(client_without_projectors))["get"]
+
+    query = {p["name"]: p for p in get["parameters"] if p["in"] == "query"}
+    assert {"MessageUUID", "Status", "ErrorCode", "Sequence"} <= set(query)
+    assert query["MessageUUID"]["required"] is True
+    assert "requestBody" not in get
