@@ -486,64 +486,6 @@ def test_changing_any_single_value_breaks_a_v3_signature(
 
 # --- the signed string agrees with the plivo SDK --------------------------------------------
 
-URLS = (
-    URL,
-    f"{URL}/",
-    f"{URL}?tenant=a&region=eu",
-    "http://ledger.example.com:8443/plivo/status?b=2&a=1&a=0",
-    # Percent-encoded ASCII only: the SDK cannot parse a query that decodes to non-ASCII.
-    "https://ledger.example.com/prefix/plivo/status?x=%41&y=a+b&z=%26",
-)
-
-
-@given(params=pairs, url=st.sampled_from(URLS))
-def test_the_v3_post_string_is_the_one_the_plivo_sdk_builds(
-    params: list[tuple[str, str]], url: str
-) -> None:
-    grouped: dict[str, list[str]] = {}
-    for key, value in params:
-        grouped.setdefault(key, []).append(value)
-
-    expected = bytes(plivo_v3.construct_post_url(url, grouped)).decode("utf-8")
-
-    assert v3_signed_string("POST", url, params) == expected
-
-
-# The SDK cannot parse a GET query that decodes to non-ASCII text (it raises), so GET
-# parameters are drawn from printable ASCII.
-ascii_text = st.text(st.characters(codec="ascii"), max_size=12)
-
-
-@given(query=st.lists(st.tuples(ascii_text, ascii_text), max_size=8), url=st.sampled_from(URLS))
-def test_the_v3_get_string_is_the_one_the_plivo_sdk_builds(
-    query: list[tuple[str, str]], url: str
-) -> None:
-    full = f"{url}{'&' if '?' in url else '?'}{urlencode(query)}" if query else url
-    params = parse_qsl(full.partition("?")[2], keep_blank_values=True)
-    grouped: dict[str, list[str]] = {}
-    for key, value in params:
-        grouped.setdefault(key, []).append(value)
-
-    expected = bytes(plivo_v3.construct_get_url(full, grouped)).decode("utf-8")
-
-    assert v3_signed_string("GET", full, params) == expected
-
-
-@given(params=pairs, url=st.sampled_from(URLS))
-def test_a_v3_signature_made_by_the_plivo_sdk_verifies(
-    params: list[tuple[str, str]], url: str
-) -> None:
-    grouped: dict[str, list[str]] = {}
-    for key, value in params:
-        grouped.setdefault(key, []).append(value)
-    signed = bytes(plivo_v3.construct_post_url(url, grouped)).decode("utf-8")
-    signature = bytes(plivo_v3.get_signature_v3(TOKEN.encode(), signed, NONCE)).decode()
-
-    assert verify(v3_headers(signature), url=url, params=params).scheme == "v3"
-
-
-# --- what is built here passes the plivo SDK's own validators --------------------------------
-
 # Names drawn from a few, so that repeated keys (several values under one name) are common,
 # with non-ASCII names and values among them.
 repeating_pairs = st.lists(
@@ -562,6 +504,61 @@ def grouped(params: list[tuple[str, str]]) -> dict[str, list[str]]:
     return values
 
 
+URLS = (
+    URL,
+    f"{URL}/",
+    f"{URL}?tenant=a&region=eu",
+    "http://ledger.example.com:8443/plivo/status?b=2&a=1&a=0",
+    # Percent-encoded ASCII only: the SDK cannot parse a query that decodes to non-ASCII.
+    "https://ledger.example.com/prefix/plivo/status?x=%41&y=a+b&z=%26",
+)
+
+
+@given(params=any_pairs, url=st.sampled_from(URLS))
+def test_the_v3_post_string_is_the_one_the_plivo_sdk_builds(
+    params: list[tuple[str, str]], url: str
+) -> None:
+    expected = bytes(plivo_v3.construct_post_url(url, grouped(params))).decode("utf-8")
+
+    assert v3_signed_string("POST", url, params) == expected
+
+
+# The SDK cannot parse a GET query that decodes to non-ASCII text (it raises), so GET
+# parameters are drawn from printable ASCII.
+ascii_text = st.text(st.characters(codec="ascii"), max_size=12)
+get_queries = st.lists(st.tuples(ascii_text, ascii_text), max_size=8)
+
+
+def get_request(url: str, query: list[tuple[str, str]]) -> tuple[str, list[tuple[str, str]]]:
+    """The URL of a GET callback carrying ``query`` after ``url``'s own, and its parameters."""
+    full = f"{url}{'&' if '?' in url else '?'}{urlencode(query)}" if query else url
+    return full, parse_qsl(full.partition("?")[2], keep_blank_values=True)
+
+
+@given(query=get_queries, url=st.sampled_from(URLS))
+def test_the_v3_get_string_is_the_one_the_plivo_sdk_builds(
+    query: list[tuple[str, str]], url: str
+) -> None:
+    full, params = get_request(url, query)
+
+    expected = bytes(plivo_v3.construct_get_url(full, grouped(params))).decode("utf-8")
+
+    assert v3_signed_string("GET", full, params) == expected
+
+
+@given(params=any_pairs, url=st.sampled_from(URLS))
+def test_a_v3_signature_made_by_the_plivo_sdk_verifies(
+    params: list[tuple[str, str]], url: str
+) -> None:
+    signed = bytes(plivo_v3.construct_post_url(url, grouped(params))).decode("utf-8")
+    signature = bytes(plivo_v3.get_signature_v3(TOKEN.encode(), signed, NONCE)).decode()
+
+    assert verify(v3_headers(signature), url=url, params=params).scheme == "v3"
+
+
+# --- what is built here passes the plivo SDK's own validators --------------------------------
+
+
 @given(params=any_pairs, url=st.sampled_from(URLS), nonce=nonces)
 def test_a_v3_post_signature_made_here_passes_the_plivo_sdk_validator(
     params: list[tuple[str, str]], url: str, nonce: str
@@ -573,26 +570,16 @@ def test_a_v3_post_signature_made_here_passes_the_plivo_sdk_validator(
     )
 
 
-@given(query=st.lists(st.tuples(ascii_text, ascii_text), max_size=8), url=st.sampled_from(URLS))
+@given(query=get_queries, url=st.sampled_from(URLS))
 def test_a_v3_get_signature_made_here_passes_the_plivo_sdk_validator(
     query: list[tuple[str, str]], url: str
 ) -> None:
-    full = f"{url}{'&' if '?' in url else '?'}{urlencode(query)}" if query else url
-    params = parse_qsl(full.partition("?")[2], keep_blank_values=True)
+    full, params = get_request(url, query)
     signature = sign_v3(method="GET", url=full, params=params, nonce=NONCE, auth_token=TOKEN)
 
     assert plivo.utils.validate_v3_signature(
         "GET", full, NONCE, TOKEN, signature, params=grouped(params)
     )
-
-
-@given(params=repeating_pairs, url=st.sampled_from(URLS))
-def test_the_v3_post_string_with_repeated_keys_is_the_one_the_plivo_sdk_builds(
-    params: list[tuple[str, str]], url: str
-) -> None:
-    expected = bytes(plivo_v3.construct_post_url(url, grouped(params))).decode("utf-8")
-
-    assert v3_signed_string("POST", url, params) == expected
 
 
 # URLs as Plivo may call them: either scheme, any port or none, paths with and without a
