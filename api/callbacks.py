@@ -116,7 +116,8 @@ def _authenticate(
 ) -> tuple[EventMeta, NonceGuard | None]:
     """How the callback was authenticated (with the material to re-check it later), and the
     nonce it must not reuse for another body."""
-    remote_addr = request.client.host if request.client else None
+    client = request.client  # built from the scope on every access
+    remote_addr = client.host if client else None
     if settings.skip_signatures:
         return EventMeta("plivo", "unsigned", request_id=request_id, remote_addr=remote_addr), None
     url = signed_url(request, settings.callback_base_url)
