@@ -208,8 +208,9 @@ def _v3_string(method: str, url: str, ordered: list[tuple[str, str]]) -> str:
 
 
 class _URLParts(msgspec.Struct, frozen=True):
-    """What a signature takes from a URL: ``scheme://netloc/path`` (all V2 signs, and where
-    V3 starts), the parsed query and its sorted ``k=v&…`` form (V3 POST)."""
+    """What a signature takes from a URL: ``scheme://netloc/path`` (all V2 signs, the cut
+    ``plivo.utils.validate_signature`` makes, and where V3 starts), the parsed query and its
+    sorted ``k=v&…`` form (V3 POST)."""
 
     base: str
     query: dict[str, list[str]]
