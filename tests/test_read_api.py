@@ -16,7 +16,7 @@ from litestar.testing import AsyncTestClient
 
 from api.simulate import lifecycle, sign
 from projections.progress import DEAD_LETTERS_COUNTED
-from tests.conftest import CALLBACK_URL, PLIVO_TOKEN, every_connection_taken
+from tests.conftest import CALLBACK_URL, PLIVO_TOKEN, every_connection_taken, wait_for_views
 
 Client = AsyncTestClient[Litestar]
 DAY = datetime(2026, 11, 20, 9, tzinfo=UTC)
@@ -165,10 +165,10 @@ async def test_daily_metrics_count_each_message_at_its_current_status(
 
 @pytest.mark.parametrize("how", ["accept", "format"])
 async def test_daily_metrics_come_as_csv_on_request(
-    client: Client, auth: dict[str, str], how: str
+    client: Client, auth: dict[str, str], database_url: str, how: str
 ) -> None:
     position = await deliver(client, MESSAGE)
-    await read_status(client, auth, MESSAGE, position)
+    await wait_for_views(database_url, position)  # the daily view, not only the status view
     params = {"start": "2026-11-19", "end": "2026-11-21"}
     headers = dict(auth)
     if how == "accept":

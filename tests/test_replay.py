@@ -98,6 +98,12 @@ async def test_replay_during_concurrent_ingest_loses_nothing_and_doubles_nothing
 ) -> None:
     runner = runners([projector], batch_size=20)
     await runner.start()
+
+    async def first_build_done() -> bool:
+        return await stored_checkpoint(conn, projector.name) is not None
+
+    # The runner builds a never-fed view first; a replay meanwhile is refused (tested apart).
+    await eventually(first_build_done)
     done = asyncio.Event()
 
     async def write() -> None:
