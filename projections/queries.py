@@ -16,17 +16,20 @@ import msgspec
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 
 from ledger.error_codes import describe_error
 from ledger.phone_numbers import normalise_number
 from projections.fold import LATENCY_BOUNDS, NOT_DELIVERED
 from projections.metrics import COUNTS
+from projections.parts import worst_status
 from projections.status import TABLE
 from projections.views import (
     NO_STATUS,
     DailyMetrics,
     LatencyBucket,
     MessagePage,
+    MessagePart,
     MessageQuery,
     MessageStatus,
 )
@@ -37,16 +40,44 @@ DELIVERY_OUTCOMES: Final = ("delivered", "undelivered", "failed", "rejected", "e
 IN_FLIGHT: Final = ("submitted", "queued", "sent", NO_STATUS)
 
 _STATUS_COLUMNS = sql.SQL(", ").join(
-    sql.Identifier(name) for name in MessageStatus.__struct_fields__ if name != "error_description"
+    sql.Identifier(name)
+    for name in MessageStatus.__struct_fields__
+    if name not in ("error_description", "parts")
 )
+_PARTS = sql.SQL(
+    "SELECT parent_message_uuid, message_uuid, status, error_code FROM {}"
+    " WHERE parent_message_uuid = ANY(%s::text[]) ORDER BY parent_message_uuid, message_uuid"
+).format(sql.Identifier(TABLE))
 
 
 class InvalidCursor(ValueError):
     """A search cursor that this service did not hand out (or that was altered)."""
 
 
-def _message_status(row: dict[str, Any]) -> MessageStatus:
-    return MessageStatus(**row, error_description=describe_error(row["error_code"]))
+async def _message_statuses(
+    conn: psycopg.AsyncConnection[Any], rows: Sequence[dict[str, Any]]
+) -> list[MessageStatus]:
+    """The rows as reported: with their parts, if any, and a parent's status the worst of
+    its parts' (:mod:`projections.parts`). One query finds the parts of every row."""
+    cursor = await conn.execute(_PARTS, ([str(row["message_uuid"]) for row in rows],))
+    parts: defaultdict[str, list[MessagePart]] = defaultdict(list)
+    for parent, part, status, error_code in await cursor.fetchall():
+        parts[parent].append(MessagePart(part, status, error_code))
+    found = []
+    for row in rows:
+        own = parts[str(row["message_uuid"])]
+        status = worst_status(row["status"], [part.status for part in own])
+        error_code = row["error_code"]
+        if status != row["status"]:
+            error_code = next(p.error_code for p in own if p.status == status)
+        found.append(
+            MessageStatus(
+                **{**row, "status": status, "error_code": error_code},
+                error_description=describe_error(error_code),
+                parts=own,
+            )
+        )
+    return found
 
 
 async def get_message_status(
@@ -61,7 +92,7 @@ async def get_message_status(
             (message_uuid,),
         )
         row = await cursor.fetchone()
-    return _message_status(row) if row is not None else None
+    return (await _message_statuses(conn, [row]))[0] if row is not None else None
 
 
 def _encode_cursor(item: MessageStatus) -> str:
@@ -103,6 +134,9 @@ async def search_messages(conn: psycopg.AsyncConnection[Any], query: MessageQuer
         if value is not None:
             conditions.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
             params.append(value)
+    if query.tags:
+        conditions.append(sql.SQL("tags @> %s::jsonb"))
+        params.append(Jsonb(query.tags))
     if query.since is not None:
         conditions.append(sql.SQL("first_event_at >= %s"))
         params.append(query.since)
@@ -122,7 +156,7 @@ async def search_messages(conn: psycopg.AsyncConnection[Any], query: MessageQuer
             [*params, query.limit + 1],
         )
         rows = await cursor.fetchall()
-    items = [_message_status(row) for row in rows[: query.limit]]
+    items = await _message_statuses(conn, rows[: query.limit])
     more = len(rows) > query.limit
     return MessagePage(items=items, next_cursor=_encode_cursor(items[-1]) if more else None)
 
