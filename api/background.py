@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
@@ -34,7 +35,13 @@ async def background_work(
     projectors = build_projectors(settings)
     runner = CatchUpRunner(database_url, projectors)
     jobs = ScheduledJobs(
-        pool, projectors, expire_after=settings.expire_after, system_key=system_key(settings)
+        pool,
+        projectors,
+        expire_after=settings.expire_after,
+        system_key=system_key(settings),
+        send_outcome_after=settings.send_outcome_after,
+        # Checked at twice the timeout's resolution, at most once a minute.
+        send_outcomes_every=min(timedelta(minutes=1), settings.send_outcome_after / 2),
     )
     sealer = Sealer(
         database_url,

@@ -1,4 +1,5 @@
-"""Periodic jobs on APScheduler 3.x: the expiry sweep, and a catch-up tick as a safety net.
+"""Periodic jobs on APScheduler 3.x: the expiry sweep, the send-outcome check, and a
+catch-up tick as a safety net.
 
 APScheduler 3 does not coordinate processes, and every process that runs ``ledger serve`` or
 ``ledger worker`` schedules the same jobs. So each run first claims its period in Postgres
@@ -21,6 +22,8 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from psycopg_pool import AsyncConnectionPool
 
+from ledger.durations import format_duration
+from ledger.sends import mark_unknown_outcomes
 from projections.base import Projector
 from projections.catch_up import DEFAULT_BATCH_SIZE, catch_up_unclaimed
 from projections.checkpoints import VersionMismatch
@@ -31,6 +34,7 @@ log = logging.getLogger(__name__)
 
 EXPIRE_JOB: Final = "expire"
 CATCH_UP_JOB: Final = "catch_up"
+SEND_OUTCOMES_JOB: Final = "send_outcomes"
 
 
 class ScheduledJobs:
@@ -48,10 +52,14 @@ class ScheduledJobs:
         catch_up_every: timedelta = timedelta(seconds=30),
         catch_up_batches: int = 10,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        send_outcome_after: timedelta = timedelta(minutes=2),
+        send_outcomes_every: timedelta = timedelta(minutes=1),
     ) -> None:
         """``expire_after`` is ``Settings.expire_after`` and ``system_key`` signs the expiry
         events (:mod:`ledger.system_events`); ``expire_limit`` bounds one sweep and
-        ``catch_up_batches`` one tick, so that no run can grow without bound."""
+        ``catch_up_batches`` one tick, so that no run can grow without bound.
+        ``send_outcome_after`` is ``LEDGER_SEND_OUTCOME_AFTER``: a send request with no
+        outcome for that long gets ``message.send_outcome_unknown``."""
         self._pool = pool
         self._projectors = tuple(projectors)
         self._expire_after = expire_after
@@ -61,13 +69,15 @@ class ScheduledJobs:
         self._catch_up_every = catch_up_every
         self._catch_up_batches = catch_up_batches
         self._batch_size = batch_size
+        self._send_outcome_after = send_outcome_after
+        self._send_outcomes_every = send_outcomes_every
         self._scheduler: AsyncIOScheduler | None = None
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
 
     async def start(self) -> None:
-        """Schedule both jobs on an ``AsyncIOScheduler`` in the running event loop.
+        """Schedule every job on an ``AsyncIOScheduler`` in the running event loop.
 
         Missed runs coalesce into one, and a job never overlaps itself in one process.
         """
@@ -77,6 +87,7 @@ class ScheduledJobs:
         for job, function, every in (
             (EXPIRE_JOB, self.expire, self._expire_every),
             (CATCH_UP_JOB, self.catch_up, self._catch_up_every),
+            (SEND_OUTCOMES_JOB, self.send_outcomes, self._send_outcomes_every),
         ):
             scheduler.add_job(
                 function,
@@ -146,6 +157,24 @@ class ScheduledJobs:
                     expire_after=self._expire_after,
                     system_key=self._system_key,
                     limit=self._expire_limit,
+                )
+            return True
+
+    async def send_outcomes(self) -> bool:
+        """Mark send requests left without an outcome (see
+        :func:`ledger.sends.mark_unknown_outcomes`); whether this process ran it."""
+        with self._running():
+            if not await self.claim(SEND_OUTCOMES_JOB, self._send_outcomes_every):
+                return False
+            async with self._pool.connection() as conn:
+                marked = await mark_unknown_outcomes(
+                    conn, after=self._send_outcome_after, key=self._system_key
+                )
+            if marked:
+                log.warning(
+                    "%d send requests have no recorded outcome after %s: marked unknown",
+                    marked,
+                    format_duration(self._send_outcome_after),
                 )
             return True
 

@@ -1,0 +1,246 @@
+"""``POST /v1/messages``: send one message to one or many recipients through Plivo, recorded
+in the ledger before and after (see :mod:`ledger.sends`)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Annotated, Any, Final, Literal
+from uuid import UUID
+
+import msgspec
+from litestar import Request, Response, post
+from litestar.di import NamedDependency, Provide
+from litestar.params import HeaderParameter, JSONBody
+
+from api.auth import require_send_token
+from api.problems import Problem, problem_responses, problem_spec
+from api.services import Services, services
+from api.telemetry import SENDS
+from ledger.send_events import SendRequest, request_id_for
+from ledger.sends import (
+    IdempotencyConflict,
+    RejectedNumber,
+    SendOutcome,
+    SentMessage,
+    body_hash,
+    callback_url,
+    send,
+)
+from ledger.system_events import system_key
+
+#: The most recipients one request may name.
+MAX_RECIPIENTS: Final = 1000
+MAX_TAGS: Final = 20
+#: Tag names are plain words (so that ``tag=name=value`` filters parse); values any text.
+_TAG_NAME: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_MAX_TAG_VALUE: Final = 256
+_MAX_IDEMPOTENCY_KEY: Final = 255
+
+
+class SendBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A message to send: from ``src`` (a number or sender id) or ``powerpack_uuid``
+    (exactly one), to ``dst`` (one number or a list), with ``text``; ``type`` ``mms`` with
+    ``media_urls``. ``tags`` (name → value, e.g. ``{"campaign": "spring"}``) follow every
+    message into the status view, search and metrics. ``message_expiry`` (seconds, 5 to 10799)
+    and ``log`` are passed to Plivo as they are."""
+
+    dst: str | list[str]
+    text: str = ""
+    src: str | None = None
+    powerpack_uuid: str | None = None
+    type: Literal["sms", "mms"] = "sms"
+    media_urls: list[str] = []
+    tags: dict[str, str] = {}
+    message_expiry: Annotated[int, msgspec.Meta(ge=5, le=10799)] | None = None
+    log: bool | None = None
+
+
+class SendAccepted(msgspec.Struct, frozen=True):
+    """Plivo accepted the request: one message per recipient it took, each with the ledger
+    position of its ``message.submitted`` event, and the numbers it refused. Follow each
+    message with ``GET /v1/messages/{message_uuid}/events`` or ``ledger audit``."""
+
+    request_id: UUID
+    request_position: int
+    api_id: str | None
+    messages: list[SentMessage]
+    rejected: list[RejectedNumber]
+
+
+def _recipients(body: SendBody) -> list[str]:
+    given = [body.dst] if isinstance(body.dst, str) else list(body.dst)
+    numbers = [number.strip() for number in given]
+    if not numbers or any(not number for number in numbers):
+        raise Problem(
+            400, "dst names no recipient: give a number or a list of numbers.", field="dst"
+        )
+    if len(numbers) > MAX_RECIPIENTS:
+        raise Problem(
+            400,
+            f"dst names {len(numbers)} recipients: send at most {MAX_RECIPIENTS} per request.",
+            field="dst",
+        )
+    if len(set(numbers)) != len(numbers):
+        raise Problem(400, "dst names a recipient twice: name each one once.", field="dst")
+    return numbers
+
+
+def _check(body: SendBody) -> None:
+    if (body.src is None) == (body.powerpack_uuid is None):
+        raise Problem(400, "Give exactly one of src and powerpack_uuid.", field="src")
+    if body.media_urls and body.type != "mms":
+        raise Problem(
+            400, "media_urls need type mms: set type to mms or drop them.", field="media_urls"
+        )
+    if not body.text and not body.media_urls:
+        raise Problem(
+            400, "The message is empty: give text (or media_urls for an MMS).", field="text"
+        )
+    if len(body.tags) > MAX_TAGS:
+        raise Problem(400, f"{len(body.tags)} tags: give at most {MAX_TAGS}.", field="tags")
+    for name, value in body.tags.items():
+        if not _TAG_NAME.fullmatch(name):
+            raise Problem(
+                400,
+                f"Tag name {name[:64]!r} is not a plain word: use letters, digits, '_', '.' "
+                "or '-' (at most 64).",
+                field="tags",
+            )
+        if len(value) > _MAX_TAG_VALUE:
+            raise Problem(
+                400, f"Tag {name} is longer than {_MAX_TAG_VALUE} characters.", field="tags"
+            )
+
+
+def _checked_key(key: str | None) -> str | None:
+    if key is None:
+        return None
+    if not key.strip() or len(key) > _MAX_IDEMPOTENCY_KEY or not key.isprintable():
+        raise Problem(
+            400,
+            f"The Idempotency-Key header must be 1 to {_MAX_IDEMPOTENCY_KEY} printable "
+            "characters, e.g. a UUID.",
+            field="Idempotency-Key",
+        )
+    return key
+
+
+def token_fingerprint(request: Request[Any, Any, Any]) -> str:
+    """Who asked: the first 12 hex digits of the SHA-256 of the bearer token (never the
+    token itself)."""
+    token = request.headers.get("authorization", "").partition(" ")[2].strip()
+    return f"token:{hashlib.sha256(token.encode()).hexdigest()[:12]}"
+
+
+def _answer(outcome: SendOutcome) -> Response[SendAccepted]:
+    SENDS.labels(outcome.state).inc()
+    if outcome.state == "pending":
+        raise Problem(
+            409,
+            f"Send request {outcome.request_id} with this Idempotency-Key is still waiting "
+            "for Plivo: retry in a few seconds with the same key.",
+            headers={"Retry-After": "2"},
+            request_id=str(outcome.request_id),
+        )
+    if outcome.failure is not None:
+        raise Problem(
+            outcome.failure.answer_status,
+            outcome.failure.detail,
+            request_id=str(outcome.request_id),
+            plivo_status=outcome.failure.http_status,
+            error_kind=outcome.failure.kind,
+        )
+    accepted = SendAccepted(
+        request_id=outcome.request_id,
+        request_position=outcome.request_position,
+        api_id=outcome.api_id,
+        messages=outcome.messages,
+        rejected=outcome.rejected,
+    )
+    return Response(accepted, status_code=202)
+
+
+@post(
+    "/v1/messages",
+    guards=[require_send_token],
+    dependencies={"svc": Provide(services, sync_to_thread=False)},
+    summary="Send a message through Plivo",
+    description="Records the request in the ledger, sends it through Plivo with this ledger's "
+    "callback URL (so every status comes back signed here), and records each message Plivo "
+    "accepted (message.submitted) and each number it refused (message.rejected). With an "
+    "Idempotency-Key, a retry with the same body answers the first request's outcome and "
+    "never sends twice; the same key with another body is 422.",
+    tags=["messages"],
+    security=[{"bearer": []}],
+    status_code=202,
+    responses={
+        **problem_responses(400, 401, 503),
+        403: problem_spec(403, "A read token, which may not send."),
+        409: problem_spec(
+            409, "The first request with this Idempotency-Key is still waiting for Plivo."
+        ),
+        422: problem_spec(422, "This Idempotency-Key was used with another body."),
+        502: problem_spec(
+            502,
+            "Plivo failed, refused the credentials, or did not answer: the detail says what to do.",
+        ),
+    },
+)
+async def send_message(
+    request: Request[Any, Any, Any],
+    data: JSONBody[SendBody],
+    svc: NamedDependency[Services],
+    idempotency_key: Annotated[
+        str | None,
+        HeaderParameter(
+            name="Idempotency-Key",
+            description="Any unique string (e.g. a UUID): a retry with the same key and body "
+            "never sends twice.",
+        ),
+    ] = None,
+) -> Response[SendAccepted]:
+    """Send ``data``; 202 with the messages Plivo accepted."""
+    _check(data)
+    recipients = _recipients(data)
+    if svc.plivo is None:
+        raise Problem(
+            503,
+            "Sending is not configured: the operator must set PLIVO_AUTH_ID and PLIVO_AUTH_TOKEN.",
+        )
+    key = _checked_key(idempotency_key)
+    document = msgspec.to_builtins(msgspec.structs.replace(data, dst=recipients))
+    send_request = SendRequest(
+        request_id=request_id_for(key),
+        src=data.src,
+        powerpack_uuid=data.powerpack_uuid,
+        dst=recipients,
+        text=data.text,
+        type=data.type,
+        media_urls=list(data.media_urls),
+        tags=dict(data.tags),
+        message_expiry=data.message_expiry,
+        log=data.log,
+        requested_by=token_fingerprint(request),
+        body_hash=body_hash(document),
+        idempotency_key=key,
+    )
+    settings = svc.settings
+    try:
+        outcome = await send(
+            svc.pool,
+            svc.plivo,
+            send_request,
+            callback_url=callback_url(settings),
+            store_text=settings.store_text,
+            key=system_key(settings),
+        )
+    except IdempotencyConflict:
+        SENDS.labels("conflict").inc()
+        raise Problem(
+            422,
+            "This Idempotency-Key was already used with another request body: use a new key "
+            "for a new message, or resend exactly the first body.",
+            field="Idempotency-Key",
+        ) from None
+    return _answer(outcome)
