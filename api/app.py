@@ -21,7 +21,7 @@ from api.messages import MessageController
 from api.openapi import openapi_config, static_assets
 from api.ops import health, metrics, ready
 from api.problems import Problem, problem_from_http_exception, problem_from_unexpected
-from api.reports import daily
+from api.reports import daily, daily_by_tag
 from api.seals import SealController
 from api.sends import send_message
 from api.services import Services
@@ -129,6 +129,7 @@ def create_app(
             send_message,
             SealController,
             daily,
+            daily_by_tag,
             health,
             ready,
             metrics,

@@ -4,7 +4,6 @@ in the ledger before and after (see :mod:`ledger.sends`)."""
 from __future__ import annotations
 
 import hashlib
-import re
 from typing import Annotated, Any, Final, Literal
 from uuid import UUID
 
@@ -16,6 +15,7 @@ from litestar.params import HeaderParameter, JSONBody
 from api.auth import require_send_token
 from api.problems import Problem, problem_responses, problem_spec
 from api.services import Services, services
+from api.tag_filters import TAG_NAME
 from api.telemetry import SENDS
 from ledger.send_events import SendRequest, request_id_for
 from ledger.sends import (
@@ -32,8 +32,6 @@ from ledger.system_events import system_key
 #: The most recipients one request may name.
 MAX_RECIPIENTS: Final = 1000
 MAX_TAGS: Final = 20
-#: Tag names are plain words (so that ``tag=name=value`` filters parse); values any text.
-_TAG_NAME: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _MAX_TAG_VALUE: Final = 256
 _MAX_IDEMPOTENCY_KEY: Final = 255
 
@@ -68,49 +66,70 @@ class SendAccepted(msgspec.Struct, frozen=True):
     rejected: list[RejectedNumber]
 
 
+class InvalidSend(ValueError):
+    """A send request that cannot be sent: ``field`` names the input at fault."""
+
+    def __init__(self, detail: str, field: str) -> None:
+        super().__init__(detail)
+        self.field = field
+
+
 def _recipients(body: SendBody) -> list[str]:
     given = [body.dst] if isinstance(body.dst, str) else list(body.dst)
     numbers = [number.strip() for number in given]
     if not numbers or any(not number for number in numbers):
-        raise Problem(
-            400, "dst names no recipient: give a number or a list of numbers.", field="dst"
-        )
+        raise InvalidSend("dst names no recipient: give a number or a list of numbers.", "dst")
     if len(numbers) > MAX_RECIPIENTS:
-        raise Problem(
-            400,
+        raise InvalidSend(
             f"dst names {len(numbers)} recipients: send at most {MAX_RECIPIENTS} per request.",
-            field="dst",
+            "dst",
         )
     if len(set(numbers)) != len(numbers):
-        raise Problem(400, "dst names a recipient twice: name each one once.", field="dst")
+        raise InvalidSend("dst names a recipient twice: name each one once.", "dst")
     return numbers
 
 
 def _check(body: SendBody) -> None:
     if (body.src is None) == (body.powerpack_uuid is None):
-        raise Problem(400, "Give exactly one of src and powerpack_uuid.", field="src")
+        raise InvalidSend("Give exactly one of src and powerpack_uuid.", "src")
     if body.media_urls and body.type != "mms":
-        raise Problem(
-            400, "media_urls need type mms: set type to mms or drop them.", field="media_urls"
-        )
+        raise InvalidSend("media_urls need type mms: set type to mms or drop them.", "media_urls")
     if not body.text and not body.media_urls:
-        raise Problem(
-            400, "The message is empty: give text (or media_urls for an MMS).", field="text"
-        )
+        raise InvalidSend("The message is empty: give text (or media_urls for an MMS).", "text")
     if len(body.tags) > MAX_TAGS:
-        raise Problem(400, f"{len(body.tags)} tags: give at most {MAX_TAGS}.", field="tags")
+        raise InvalidSend(f"{len(body.tags)} tags: give at most {MAX_TAGS}.", "tags")
     for name, value in body.tags.items():
-        if not _TAG_NAME.fullmatch(name):
-            raise Problem(
-                400,
+        if not TAG_NAME.fullmatch(name):
+            raise InvalidSend(
                 f"Tag name {name[:64]!r} is not a plain word: use letters, digits, '_', '.' "
                 "or '-' (at most 64).",
-                field="tags",
+                "tags",
             )
         if len(value) > _MAX_TAG_VALUE:
-            raise Problem(
-                400, f"Tag {name} is longer than {_MAX_TAG_VALUE} characters.", field="tags"
-            )
+            raise InvalidSend(f"Tag {name} is longer than {_MAX_TAG_VALUE} characters.", "tags")
+
+
+def send_request_for(body: SendBody, *, requested_by: str, key: str | None) -> SendRequest:
+    """The ledger's record of ``body``, once it is known to be sendable (else
+    :class:`InvalidSend`); its id derived from the idempotency ``key`` if there is one."""
+    _check(body)
+    recipients = _recipients(body)
+    document = msgspec.to_builtins(msgspec.structs.replace(body, dst=recipients))
+    return SendRequest(
+        request_id=request_id_for(key),
+        src=body.src,
+        powerpack_uuid=body.powerpack_uuid,
+        dst=recipients,
+        text=body.text,
+        type=body.type,
+        media_urls=list(body.media_urls),
+        tags=dict(body.tags),
+        message_expiry=body.message_expiry,
+        log=body.log,
+        requested_by=requested_by,
+        body_hash=body_hash(document),
+        idempotency_key=key,
+    )
 
 
 def _checked_key(key: str | None) -> str | None:
@@ -201,30 +220,17 @@ async def send_message(
     ] = None,
 ) -> Response[SendAccepted]:
     """Send ``data``; 202 with the messages Plivo accepted."""
-    _check(data)
-    recipients = _recipients(data)
+    try:
+        send_request = send_request_for(
+            data, requested_by=token_fingerprint(request), key=_checked_key(idempotency_key)
+        )
+    except InvalidSend as error:
+        raise Problem(400, str(error), field=error.field) from None
     if svc.plivo is None:
         raise Problem(
             503,
             "Sending is not configured: the operator must set PLIVO_AUTH_ID and PLIVO_AUTH_TOKEN.",
         )
-    key = _checked_key(idempotency_key)
-    document = msgspec.to_builtins(msgspec.structs.replace(data, dst=recipients))
-    send_request = SendRequest(
-        request_id=request_id_for(key),
-        src=data.src,
-        powerpack_uuid=data.powerpack_uuid,
-        dst=recipients,
-        text=data.text,
-        type=data.type,
-        media_urls=list(data.media_urls),
-        tags=dict(data.tags),
-        message_expiry=data.message_expiry,
-        log=data.log,
-        requested_by=token_fingerprint(request),
-        body_hash=body_hash(document),
-        idempotency_key=key,
-    )
     settings = svc.settings
     try:
         outcome = await send(
