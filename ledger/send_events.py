@@ -24,8 +24,10 @@ from uuid import UUID, uuid4, uuid5
 import msgspec
 
 from ledger.events import (
+    MESSAGE_RECONCILED,
     MESSAGE_REJECTED,
     MESSAGE_SUBMITTED,
+    RESEND_SCHEDULED,
     SEND_FAILED,
     SEND_OUTCOME_UNKNOWN,
     SEND_REQUEST_KEY,
@@ -35,12 +37,15 @@ from ledger.events import (
     NewEvent,
     Payload,
 )
+from ledger.plivo_api import PlivoMessage
 from ledger.system_events import signed
 
 #: The namespace of the UUIDs this service derives (request ids from idempotency keys,
 #: resends, streams of rejected numbers). Fixed forever: changing it would forget every key.
 SEND_NAMESPACE: Final = UUID("6f1d3c52-8f0e-4b8e-9d51-4c2b1e7a0d5f")
 _KEY_TAG: Final = b"v1\x00system\x00send\x00"
+#: How a reconciled event is authenticated: the ledger asked Plivo's API itself.
+PLIVO_API_REASON: Final = "system: Plivo API"
 
 
 class SendRequest(msgspec.Struct, frozen=True, kw_only=True):
@@ -258,5 +263,68 @@ def _closing(
         dedup_key=dedup_key(kind, str(request_id)),
         payload={"RequestId": str(request_id), **payload},
         meta=_meta(reason),
+    )
+    return signed(event, key)
+
+
+def reconciled_event(
+    found: PlivoMessage, *, checked_after: int, now: datetime, key: bytes
+) -> NewEvent:
+    """``message.reconciled``: what Plivo's Message API says of a message whose callbacks
+    stopped. Its fields are named as a callback's, so that the status fold reads them alike;
+    its time is the lookup's (the Message API gives no time per status). One per message and
+    view state (``checked_after``, the last position the view had folded), so that racing
+    jobs record one answer, and a later check, after more time without news, another."""
+    message_uuid = UUID(found.message_uuid)
+    event = NewEvent(
+        message_uuid=message_uuid,
+        event_type=MESSAGE_RECONCILED,
+        status=found.message_state or None,
+        occurred_at=now,
+        dedup_key=dedup_key("reconciled", str(message_uuid), str(checked_after)),
+        payload={
+            "MessageUUID": found.message_uuid,
+            "Status": found.message_state,
+            "ErrorCode": found.error_code,
+            "From": found.from_number,
+            "To": found.to_number,
+            "Type": found.message_type,
+            "Units": found.units,
+            "TotalRate": found.total_rate,
+            "TotalAmount": found.total_amount,
+            "MessageTime": found.message_time,
+            "CheckedAfterPosition": str(checked_after),
+        },
+        meta=_meta(PLIVO_API_REASON),
+    )
+    return signed(event, key)
+
+
+def resend_scheduled_event(
+    failed: UUID,
+    resent_as: UUID,
+    *,
+    request_id: UUID,
+    attempt: int,
+    error_code: str,
+    now: datetime,
+    key: bytes,
+) -> NewEvent:
+    """``message.resend_scheduled`` on the failed message: it was sent again, as
+    ``resent_as`` (attempt ``attempt``), by request ``request_id``. One per failed message."""
+    event = NewEvent(
+        message_uuid=failed,
+        event_type=RESEND_SCHEDULED,
+        status=None,
+        occurred_at=now,
+        dedup_key=dedup_key("resend", str(failed)),
+        payload={
+            "MessageUUID": str(failed),
+            "ResentAs": str(resent_as),
+            SEND_REQUEST_KEY: str(request_id),
+            "Attempt": str(attempt),
+            "ErrorCode": error_code,
+        },
+        meta=_meta(f"error {error_code} is in LEDGER_RESEND_ERROR_CODES: sent again"),
     )
     return signed(event, key)
