@@ -178,9 +178,10 @@ def with_message_uuid(command: Callable[P, R]) -> Callable[P, R]:
     return click.argument("message_uuid", callback=message_uuid_argument)(command)
 
 
-def _tag_filters(
+def tag_values(
     ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
 ) -> dict[str, str]:
+    """Click callback: repeated ``--tag name=value`` as a dict, or a usage error."""
     try:
         return parse_tag_filters(values)
     except ValueError as error:
@@ -194,6 +195,6 @@ def tag_option(command: Callable[P, R]) -> Callable[P, R]:
         "tags",
         metavar="NAME=VALUE",
         multiple=True,
-        callback=_tag_filters,
+        callback=tag_values,
         help="Only messages sent with this tag, e.g. campaign=spring (repeat: all must match).",
     )(command)

@@ -19,7 +19,7 @@ from api.cli.common import (
     require_migrated,
     show,
     table,
-    tag_option,
+    tag_values,
 )
 from api.sends import InvalidSend, SendBody, send_request_for
 from ledger.database import connect, create_pool
@@ -63,7 +63,14 @@ async def _send(settings: Settings, url: str, request: SendRequest) -> SendOutco
     "--idempotency-key", metavar="KEY", help="Run again with the same key: never sends twice."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
-@tag_option
+@click.option(
+    "--tag",
+    "tags",
+    metavar="NAME=VALUE",
+    multiple=True,
+    callback=tag_values,
+    help="Tag the messages, e.g. campaign=spring (repeat for several).",
+)
 @pass_settings
 def send_command(
     settings: Settings,
@@ -82,8 +89,8 @@ def send_command(
     The request is recorded first (message.send_requested), then sent with this ledger's
     callback URL (LEDGER_PUBLIC_URL/plivo/status), then each accepted message is recorded
     (message.submitted) and each number Plivo refused (message.rejected). Prints each
-    message's UUID and the command that follows it. --tag NAME=VALUE tags the messages (for
-    search and metrics); on this command it sets tags rather than filtering.
+    message's UUID and the command that follows it. Tags follow the messages into search
+    and metrics (ledger messages --tag, ledger metrics --tag).
 
     Examples:
 
