@@ -30,7 +30,8 @@ from uuid import UUID
 
 import msgspec
 import psycopg
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from ledger.canonical import jcs
 from ledger.durations import format_duration
@@ -190,9 +191,18 @@ async def send(
             rejected_event(request, number, api_id=submission.api_id, now=now, key=key)
             for number in submission.invalid_numbers
         ]
-    async with pool.connection() as conn:
-        await append(conn, [Append(event) for event in events])
-        outcome = await outcome_of(conn, request.request_id)
+    # Plivo has answered: losing that answer now would turn a known outcome into an unknown
+    # one, so a database hiccup is retried for a few seconds (the append is idempotent).
+    async for attempt in AsyncRetrying(
+        stop=stop_after_attempt(4),
+        wait=wait_exponential(multiplier=0.25, max=2),
+        retry=retry_if_exception_type((psycopg.OperationalError, PoolTimeout)),
+        reraise=True,
+    ):
+        with attempt:
+            async with pool.connection() as conn:
+                await append(conn, [Append(event) for event in events])
+                outcome = await outcome_of(conn, request.request_id)
     assert outcome is not None  # its send_requested event was committed above
     return outcome
 

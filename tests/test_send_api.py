@@ -13,10 +13,12 @@ import psycopg
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
+from api.app import create_app
 from api.simulate import sign
 from ledger.events import SEND_FAILED, SEND_OUTCOME_UNKNOWN, SEND_REQUESTED
 from ledger.send_events import SendRequest, send_requested_event
 from ledger.sends import mark_unknown_outcomes
+from ledger.settings import Settings
 from ledger.store import Append, append, read_stream
 from tests.conftest import API_TOKEN, CALLBACK_URL, PLIVO_TOKEN, SYSTEM_KEY, wait_for_views
 from tests.fake_plivo import FakePlivo
@@ -205,3 +207,30 @@ async def test_a_request_left_without_outcome_is_marked_unknown_and_shown(
         await send_client.get(f"/v1/messages/{request.request_id}/events", headers=auth)
     ).json()
     assert [e["event_type"] for e in trail["events"]] == [SEND_REQUESTED, SEND_OUTCOME_UNKNOWN]
+
+
+async def test_plivo_refusing_the_credentials_is_502_for_the_operator(
+    send_client: Client, send_auth: dict[str, str], plivo: FakePlivo
+) -> None:
+    plivo.fail_next(401, "authentication failed")
+    answer = await _send(send_client, send_auth)
+    assert (answer.status_code, answer.json()["error_kind"]) == (502, "authentication")
+    assert "PLIVO_AUTH_ID and PLIVO_AUTH_TOKEN" in answer.json()["detail"]
+
+
+async def test_one_idempotency_key_sends_once_through_two_service_processes(
+    send_settings: Settings, send_auth: dict[str, str], plivo: FakePlivo
+) -> None:
+    assert send_settings.database_url is not None
+    plivo.delay = 0.5
+    apps = [
+        create_app(send_settings, send_settings.database_url, run_projectors=False)
+        for _ in range(2)
+    ]
+    async with AsyncTestClient(apps[0]) as one, AsyncTestClient(apps[1]) as two:
+        answers = await asyncio.gather(
+            *(_send(client, send_auth, key="across") for client in (one, two, one, two))
+        )
+    assert [a.status_code for a in answers] == [202] * 4
+    assert len({a.text for a in answers}) == 1
+    assert len(plivo.sends) == 1
