@@ -25,7 +25,9 @@ from ledger.send_events import PLIVO_API_REASON
 from ledger.sends import plivo_api_for
 from ledger.settings import Settings, SettingsError, load_settings
 from ledger.store import read_stream
+from projections.expiry import expire_stale
 from projections.queries import get_message_status
+from projections.scheduler import ScheduledJobs
 from projections.send_jobs import SendJobs
 from tests.conftest import CALLBACK_URL, PLIVO_TOKEN, SYSTEM_KEY, wait_for_views
 from tests.fake_plivo import FakePlivo
@@ -234,3 +236,45 @@ async def test_an_invalid_recipient_is_never_resent(
 def test_resend_settings_refuse_invalid_or_blocked_recipients(codes: str) -> None:
     with pytest.raises(SettingsError, match="never resent"):
         load_settings({"LEDGER_RESEND_ERROR_CODES": codes}, env_file=None)
+
+
+async def test_a_reconciled_message_is_not_expired_and_two_schedulers_reconcile_once(
+    send_client: Client,
+    send_auth: dict[str, str],
+    send_settings: Settings,
+    pool: AsyncConnectionPool[Any],
+    plivo: FakePlivo,
+    conn: Conn,
+    database_url: str,
+) -> None:
+    message = await _sent(send_client, send_auth)
+    uuid = message["message_uuid"]
+    plivo.messages[uuid] = _plivo_record(uuid, "delivered")
+    await wait_for_views(database_url, message["position"])
+    # Backdate the view, so that the schedulers' own clock finds the message stale.
+    await conn.execute(
+        "UPDATE message_status SET last_event_at = last_event_at - interval '1 hour'"
+    )
+    async with jobs_for(send_settings, pool) as send_jobs:
+        schedulers = [
+            ScheduledJobs(
+                pool,
+                [],
+                expire_after=timedelta(hours=48),
+                system_key=SYSTEM_KEY,
+                send_jobs=send_jobs,
+            )
+            for _ in range(2)
+        ]
+        ran = await asyncio.gather(*(s.reconcile() for s in schedulers))
+    assert sorted(ran) == [False, True]
+    assert len(plivo.lookups) == 1
+    [reconciled] = [
+        e for e in await read_stream(conn, UUID(uuid)) if e.event_type == MESSAGE_RECONCILED
+    ]
+    await wait_for_views(database_url, reconciled.position)
+    far = datetime.now(UTC) + timedelta(days=3)
+    assert (
+        await expire_stale(conn, expire_after=timedelta(hours=48), system_key=SYSTEM_KEY, now=far)
+        == 0
+    )
