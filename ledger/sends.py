@@ -191,6 +191,17 @@ async def send(
             rejected_event(request, number, api_id=submission.api_id, now=now, key=key)
             for number in submission.invalid_numbers
         ]
+        if not events:  # a 2xx naming no message and no refused number: nothing to follow
+            events = [
+                send_failed_event(
+                    request.request_id,
+                    http_status=None,
+                    error="Plivo accepted the request but named no message",
+                    kind="server",
+                    now=now,
+                    key=key,
+                )
+            ]
     # Plivo has answered: losing that answer now would turn a known outcome into an unknown
     # one, so a database hiccup is retried for a few seconds (the append is idempotent).
     async for attempt in AsyncRetrying(
