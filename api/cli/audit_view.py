@@ -121,7 +121,7 @@ def _add_send(grid: Table, view: MessageStatus) -> None:
         grid.add_row("part", Text.assemble(f"{part.message_uuid} ", styled_status(part.status)))
 
 
-def _add_request(grid: Table, outcome: SendOutcome) -> None:
+def _add_request(grid: Table, outcome: SendOutcome, *, show_numbers: bool) -> None:
     """The rows of a send request's own stream: what became of it, and where to look next."""
     grid.add_row("send request", styled_status(outcome.state))
     if outcome.failure is not None:
@@ -129,7 +129,8 @@ def _add_request(grid: Table, outcome: SendOutcome) -> None:
     for message in outcome.messages:
         grid.add_row("message", f"{message.message_uuid} (ledger audit {message.message_uuid})")
     for rejected in outcome.rejected:
-        grid.add_row("rejected", f"{rejected.number} (ledger audit {rejected.message_uuid})")
+        number = show_number(rejected.number, show_numbers=show_numbers)
+        grid.add_row("rejected", f"{number} (ledger audit {rejected.message_uuid})")
 
 
 def label_grid() -> Table:
@@ -146,7 +147,7 @@ def header(report: AuditReport) -> RenderableType:
     grid.add_row("message", str(report.message_uuid))
     view = report.view
     if report.outcome is not None:
-        _add_request(grid, report.outcome)
+        _add_request(grid, report.outcome, show_numbers=report.show_numbers)
     elif view is None:
         grid.add_row("status", "not in the status view yet: its projector is behind")
     else:
