@@ -21,13 +21,15 @@ from api.messages import MessageController
 from api.openapi import openapi_config, static_assets
 from api.ops import health, metrics, ready
 from api.problems import Problem, problem_from_http_exception, problem_from_unexpected
-from api.reports import daily
+from api.reports import daily, daily_by_tag
 from api.seals import SealController
+from api.sends import send_message
 from api.services import Services
 from api.slow_clients import SilentConnectionReaper, body_deadline
 from api.telemetry import APPEND_BATCH, CALLBACK_OUTCOMES
 from ledger.database import create_pool
 from ledger.group_commit import GroupCommitter
+from ledger.sends import plivo_api_for
 from ledger.settings import Settings
 from ledger.tokens import ensure_api_tokens
 
@@ -99,7 +101,10 @@ def create_app(
         )
         if reaper is not None:
             reaper.start()
-        app.state.services = Services(settings, pool, ops_pool, committer, tokens)
+        plivo = plivo_api_for(settings)
+        app.state.services = Services(
+            settings, pool, ops_pool, committer, tokens, settings.send_tokens, plivo
+        )
         try:
             async with contextlib.AsyncExitStack() as background:
                 if run_projectors:
@@ -114,13 +119,17 @@ def create_app(
             await committer.close()
             for closing in (ingest_pool, pool, ops_pool):
                 await closing.close()
+            if plivo is not None:
+                plivo.close()
 
     return Litestar(
         route_handlers=[
             receive_status,
             MessageController,
+            send_message,
             SealController,
             daily,
+            daily_by_tag,
             health,
             ready,
             metrics,

@@ -7,17 +7,34 @@ import contextlib
 import logging
 import signal
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
 from ledger.database import create_pool
+from ledger.sends import callback_url, plivo_api_for
 from ledger.settings import Settings
 from ledger.system_events import system_key
 from projections.registry import build_projectors
 from projections.runner import CatchUpRunner
 from projections.scheduler import ScheduledJobs
 from projections.sealer import HeadPublisher, Sealer
+from projections.send_jobs import SendJobs, SendSettings
+
+
+def send_settings(settings: Settings) -> SendSettings:
+    """What reconciliation and resends need of the settings."""
+    return SendSettings(
+        callback_url=callback_url(settings),
+        store_text=settings.store_text,
+        reconcile_after=settings.reconcile_after,
+        reconcile_per_minute=settings.reconcile_per_minute,
+        resend_error_codes=settings.resend_error_codes,
+        resend_max_attempts=settings.resend_max_attempts,
+        resend_backoff=settings.resend_backoff,
+    )
+
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +49,22 @@ async def background_work(
     and each job runs once per period across all processes.
     """
     projectors = build_projectors(settings)
+    plivo = plivo_api_for(settings)
+    send_jobs = (
+        SendJobs(pool, plivo, send_settings(settings), key=system_key(settings))
+        if plivo is not None
+        else None
+    )
     runner = CatchUpRunner(database_url, projectors)
     jobs = ScheduledJobs(
-        pool, projectors, expire_after=settings.expire_after, system_key=system_key(settings)
+        pool,
+        projectors,
+        expire_after=settings.expire_after,
+        system_key=system_key(settings),
+        send_outcome_after=settings.send_outcome_after,
+        # Checked at twice the timeout's resolution, at most once a minute.
+        send_outcomes_every=min(timedelta(minutes=1), settings.send_outcome_after / 2),
+        send_jobs=send_jobs,
     )
     sealer = Sealer(
         database_url,
@@ -51,6 +81,8 @@ async def background_work(
         await sealer.stop()
         await jobs.stop()
         await runner.stop()
+        if plivo is not None:
+            plivo.close()
 
 
 async def _work_until_signalled(settings: Settings, database_url: str) -> None:

@@ -15,6 +15,7 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 from api.auth import require_token
 from api.problems import Problem, problem_responses
 from api.services import Services, services_of
+from api.tag_filters import parse_tag_filters
 from ledger.events import RecordedEvent
 from ledger.seals import InclusionProof, inclusion_proofs
 from ledger.store import Checkpoint, read_stream
@@ -80,7 +81,7 @@ class MessageController(Controller):
 
     @get(
         "/",
-        summary="Search messages by status, number and time",
+        summary="Search messages by status, number, tag and time",
         responses=problem_responses(400, 401, 503),
         description="Messages from the status view, newest first (by first event time), "
         "keyset-paginated: pass next_cursor as cursor for the next page.",
@@ -112,6 +113,13 @@ class MessageController(Controller):
         ] = None,
         since: FromQuery[datetime | None] = None,
         until: FromQuery[datetime | None] = None,
+        tag: Annotated[
+            list[str] | None,
+            QueryParameter(
+                description="name=value, e.g. campaign=spring: messages sent with that tag "
+                "(repeat for several; all must match)."
+            ),
+        ] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE)] = 50,
         cursor: FromQuery[str | None] = None,
     ) -> MessagePage:
@@ -124,7 +132,12 @@ class MessageController(Controller):
         ):
             if value is not None and "\x00" in value:
                 raise Problem(400, f"{name} contains a NUL character: send plain text.", field=name)
+        try:
+            tags = parse_tag_filters(tag or [])
+        except ValueError as error:
+            raise Problem(400, f"{error}.", field="tag") from None
         query = MessageQuery(
+            tags=tags or None,
             status=status,
             from_number=from_number,
             to_number=to_number,

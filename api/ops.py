@@ -19,10 +19,12 @@ from api.telemetry import (
     PROJECTOR_SECONDS_BEHIND,
     SEAL_LAG_SECONDS,
     SEALED_POSITION,
+    SEND_OUTCOMES_UNKNOWN,
     exposition,
 )
 from ledger.migrate import pending_migrations
 from ledger.seals import SealProgress, seal_progress
+from ledger.sends import unknown_outcomes
 from ledger.settings import Settings
 from projections.progress import ProjectorLag, projector_lag
 from projections.registry import build_projectors
@@ -38,7 +40,10 @@ class Readiness(msgspec.Struct, frozen=True):
     """Whether this process can take callbacks, and how far behind the views are.
 
     Readiness depends on the database and migrations only: a lagging view does not stop
-    ingest, so it is reported here (and in /metrics) without failing the check.
+    ingest, so it is reported here (and in /metrics) without failing the check. Neither do
+    ``send_outcomes_unknown``, the send requests whose outcome the ledger does not know (a
+    process died while Plivo was answering: see ``ledger audit`` of each), which need an
+    operator's look.
     """
 
     ready: bool
@@ -46,6 +51,7 @@ class Readiness(msgspec.Struct, frozen=True):
     pending_migrations: list[str]
     projectors: list[ProjectorLag]
     seal: SealProgress | None
+    send_outcomes_unknown: int = 0
 
 
 @get("/health", summary="The process is up", tags=["ops"])
@@ -75,10 +81,11 @@ async def ready(request: Request[Any, Any, Any]) -> Response[Readiness]:
             pending = [f"{m.version:03d}_{m.name}" for m in await pending_migrations(conn)]
             lag = [] if pending else await _lag(conn, svc)
             sealing = None if pending else await _seal(conn)
+            unknown = 0 if pending else await _unknown_outcomes(conn)
     except Exception as error:  # any failure here means "not ready", with the reason shown
         body = Readiness(False, f"unreachable: {type(error).__name__}", [], [], None)
         return Response(body, status_code=503)
-    body = Readiness(not pending, "ok", pending, lag, sealing)
+    body = Readiness(not pending, "ok", pending, lag, sealing, unknown)
     return Response(body, status_code=200 if body.ready else 503)
 
 
@@ -107,6 +114,13 @@ async def _seal(conn: psycopg.AsyncConnection[Any]) -> SealProgress:
     return progress
 
 
+async def _unknown_outcomes(conn: psycopg.AsyncConnection[Any]) -> int:
+    """Send requests of unknown outcome, also recorded in the Prometheus gauge."""
+    unknown = await unknown_outcomes(conn)
+    SEND_OUTCOMES_UNKNOWN.set(unknown)
+    return unknown
+
+
 @get(
     "/metrics",
     summary="Prometheus metrics",
@@ -120,6 +134,7 @@ async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
         async with svc.ops_pool.connection() as conn:
             await _lag(conn, svc)
             await _seal(conn)
+            await _unknown_outcomes(conn)
     body, content_type = exposition()
     # Set as a header: given as media_type, Litestar would append a second charset.
     return Response(body, headers={"content-type": content_type})

@@ -9,6 +9,7 @@ from litestar.connection import ASGIConnection
 from psycopg_pool import AsyncConnectionPool
 
 from ledger.group_commit import GroupCommitter
+from ledger.plivo_api import PlivoApi
 from ledger.settings import Settings
 
 
@@ -16,13 +17,16 @@ from ledger.settings import Settings
 class Services:
     """Settings, the read pool, the operations pool (its own small budget, so that probes
     answer even when reads or ingest use every connection), the group committer (which owns
-    the ingest pool) and the accepted read-API tokens."""
+    the ingest pool), the accepted read-API and send tokens, and the Plivo API client (None
+    when sending is not configured)."""
 
     settings: Settings
     pool: AsyncConnectionPool[Any]
     ops_pool: AsyncConnectionPool[Any]
     committer: GroupCommitter
     api_tokens: tuple[str, ...]
+    send_tokens: tuple[str, ...] = ()
+    plivo: PlivoApi | None = None
 
 
 def services_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Services:

@@ -79,6 +79,17 @@ DEAD_LETTERS = Gauge(
     multiprocess_mode="max",
 )
 
+SENDS = Counter(
+    "ledger_sends_total",
+    "Send requests answered, by outcome (submitted, failed, unknown, pending, conflict).",
+    ["outcome"],
+)
+SEND_OUTCOMES_UNKNOWN = Gauge(
+    "ledger_send_outcomes_unknown",
+    "Send requests whose outcome is unknown (message.send_outcome_unknown in the ledger).",
+    multiprocess_mode="max",
+)
+
 
 def exposition() -> tuple[bytes, str]:
     """The current metrics in Prometheus text format, and its content type."""

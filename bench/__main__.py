@@ -42,6 +42,7 @@ BENCHMARKS = (
     "verify",
     "lag",
     "growth",
+    "send",
     "sweep",
 )
 DEFAULT = tuple(name for name in BENCHMARKS if name != "sweep")
@@ -176,6 +177,10 @@ def _runner(name: str) -> Callable[[Options], list[Section]]:
         from bench import growth
 
         return lambda opts: [growth.run(opts)]
+    if name == "send":
+        from bench import send
+
+        return lambda opts: [send.run(opts)]
     raise KeyError(name)
 
 

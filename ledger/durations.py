@@ -40,3 +40,13 @@ def describe_duration(span: timedelta) -> str:
     if seconds < 2 * 86400:
         return f"{seconds // 3600} h"
     return f"{seconds // 86400} d"
+
+
+def format_duration(duration: timedelta) -> str:
+    """``48h``, ``90m`` or ``45s``: the largest whole unit, as ``LEDGER_EXPIRE_AFTER`` is set."""
+    seconds = int(duration.total_seconds())
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600}h"
+    if seconds % 60 == 0:
+        return f"{seconds // 60}m"
+    return f"{seconds}s"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Final, Literal
 from uuid import UUID
 
 import msgspec
@@ -14,6 +14,25 @@ Payload = dict[str, str | list[str]]
 STATUS_REPORTED = "plivo.status_reported"
 MESSAGE_SUBMITTED = "message.submitted"
 MESSAGE_EXPIRED = "message.expired"
+#: Sending (see :mod:`ledger.sends`). A send request is a stream of its own, keyed by the
+#: request id (a UUID): ``send_requested`` opens it, and ``send_failed`` or
+#: ``send_outcome_unknown`` close it when Plivo gave no message. Each message Plivo accepted
+#: gets ``submitted`` on its own stream, each number it refused ``rejected`` (on a stream
+#: derived from the request and the number), both naming the request in ``SendRequest``.
+SEND_REQUESTED = "message.send_requested"
+SEND_FAILED = "message.send_failed"
+SEND_OUTCOME_UNKNOWN = "message.send_outcome_unknown"
+MESSAGE_REJECTED = "message.rejected"
+#: Plivo's Message API's answer for a message whose callbacks stopped (reconciliation).
+MESSAGE_RECONCILED = "message.reconciled"
+#: On a failed message: it was sent again, as the message named in ``ResentAs``.
+RESEND_SCHEDULED = "message.resend_scheduled"
+#: The events of a send request's own stream: no message's row folds them.
+SEND_REQUEST_EVENTS: Final = (SEND_REQUESTED, SEND_FAILED, SEND_OUTCOME_UNKNOWN)
+#: Payload keys of send events: the request a message came from, and its tags
+#: (``tag.<name>``).
+SEND_REQUEST_KEY: Final = "SendRequest"
+TAG_PREFIX: Final = "tag."
 
 SignatureScheme = Literal["v3", "v3-ma", "v2", "v2-ma", "unsigned", "system"]
 

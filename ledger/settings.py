@@ -18,6 +18,7 @@ import platformdirs
 from dotenv import dotenv_values
 
 from ledger.durations import DURATION_FORMS, NotADuration, parse_duration
+from ledger.error_families import resend_codes
 
 #: The per-user directory platformdirs names for this application.
 APP_NAME: Final = "plivo-delivery-ledger"
@@ -72,6 +73,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, dict=True):
     seal_head_file: Path | None = None
     seal_head_url: str | None = None
     system_key: str | None = None
+    send_tokens: tuple[str, ...] = ()
+    store_text: bool = False
+    plivo_api_url: str = "https://api.plivo.com"
+    send_concurrency: int = 8
+    send_timeout: timedelta = timedelta(seconds=10)
+    send_outcome_after: timedelta = timedelta(minutes=2)
+    reconcile_after: timedelta = timedelta(minutes=30)
+    reconcile_per_minute: int = 20
+    resend_error_codes: frozenset[str] = frozenset()
+    resend_max_attempts: int = 3
+    resend_backoff: timedelta = timedelta(minutes=5)
 
     @functools.cached_property
     def zone(self) -> ZoneInfo:
@@ -183,6 +195,15 @@ def _log_level(name: str, value: str) -> str:
     return value.upper()
 
 
+def _resend_codes(name: str, value: str) -> frozenset[str]:
+    try:
+        return resend_codes(_csv(value))
+    except ValueError as error:
+        raise SettingsError(
+            f"{name}: {error}: set codes or families like 20,80 or temporary"
+        ) from None
+
+
 Parser = Callable[[str, str], object]
 
 #: Environment variable → (Settings field, parser). Parsers get the variable's name so their
@@ -251,6 +272,29 @@ _SOURCES: dict[str, tuple[str, Parser]] = {
         lambda n, v: _url(n, v, ("http", "https"), "https://witness.example.com/heads"),
     ),
     "LEDGER_SYSTEM_KEY": ("system_key", lambda _, v: v),
+    "LEDGER_SEND_TOKENS": ("send_tokens", lambda _, v: _csv(v)),
+    "LEDGER_STORE_TEXT": ("store_text", _bool),
+    "PLIVO_API_URL": (
+        "plivo_api_url",
+        lambda n, v: _url(n, v, ("http", "https"), "https://api.plivo.com").rstrip("/"),
+    ),
+    "LEDGER_SEND_CONCURRENCY": (
+        "send_concurrency",
+        lambda n, v: _int(n, v, minimum=1, maximum=256, example=8),
+    ),
+    "LEDGER_SEND_TIMEOUT": ("send_timeout", _duration),
+    "LEDGER_SEND_OUTCOME_AFTER": ("send_outcome_after", _duration),
+    "LEDGER_RECONCILE_AFTER": ("reconcile_after", _duration),
+    "LEDGER_RECONCILE_PER_MINUTE": (
+        "reconcile_per_minute",
+        lambda n, v: _int(n, v, minimum=1, maximum=6000, example=20),
+    ),
+    "LEDGER_RESEND_ERROR_CODES": ("resend_error_codes", _resend_codes),
+    "LEDGER_RESEND_MAX_ATTEMPTS": (
+        "resend_max_attempts",
+        lambda n, v: _int(n, v, minimum=1, maximum=10, example=3),
+    ),
+    "LEDGER_RESEND_BACKOFF": ("resend_backoff", _duration),
 }
 
 
@@ -323,3 +367,28 @@ def require_callback_auth(settings: Settings) -> None:
 
 #: Every environment variable the service reads.
 SETTING_NAMES = frozenset({*_SOURCES, ENV_FILE_VARIABLE})
+
+
+def require_coherent_sending(settings: Settings) -> None:
+    """Refuse sending settings that cannot work together.
+
+    Raises :class:`SettingsError` when send tokens are set without Plivo credentials, when
+    ``LEDGER_SEND_OUTCOME_AFTER`` is not longer than twice ``LEDGER_SEND_TIMEOUT`` (a request
+    still waiting for Plivo would be marked unknown), or when resends are switched on without
+    ``LEDGER_STORE_TEXT=1`` (a resend needs the text).
+    """
+    if settings.send_tokens and not (settings.plivo_auth_id and settings.plivo_auth_tokens):
+        raise SettingsError(
+            "LEDGER_SEND_TOKENS is set but PLIVO_AUTH_ID or PLIVO_AUTH_TOKEN is not: set both "
+            "to the Plivo account that sends, or unset LEDGER_SEND_TOKENS"
+        )
+    if settings.send_outcome_after <= 2 * settings.send_timeout:
+        raise SettingsError(
+            "LEDGER_SEND_OUTCOME_AFTER must be longer than twice LEDGER_SEND_TIMEOUT: raise it "
+            "(default 2m) or lower LEDGER_SEND_TIMEOUT (default 10s)"
+        )
+    if settings.resend_error_codes and not settings.store_text:
+        raise SettingsError(
+            "LEDGER_RESEND_ERROR_CODES needs LEDGER_STORE_TEXT=1: a resend sends the stored "
+            "text again; set it, or unset LEDGER_RESEND_ERROR_CODES"
+        )

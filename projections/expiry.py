@@ -18,6 +18,7 @@ from uuid import UUID
 import msgspec
 import psycopg
 
+from ledger.durations import format_duration
 from ledger.events import MESSAGE_EXPIRED, EventMeta, NewEvent
 from ledger.store import Append, append
 from ledger.system_events import signed
@@ -38,16 +39,6 @@ WHERE last_event_at < %s AND (status IS NULL OR NOT (status = ANY(%s::text[])))
 ORDER BY last_event_at
 LIMIT %s
 """
-
-
-def format_duration(duration: timedelta) -> str:
-    """``48h``, ``90m`` or ``45s``: the largest whole unit, as ``LEDGER_EXPIRE_AFTER`` is set."""
-    seconds = int(duration.total_seconds())
-    if seconds % 3600 == 0:
-        return f"{seconds // 3600}h"
-    if seconds % 60 == 0:
-        return f"{seconds // 60}m"
-    return f"{seconds}s"
 
 
 def expiry_dedup_key(message_uuid: UUID) -> bytes:

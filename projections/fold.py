@@ -32,7 +32,17 @@ from typing import Final, NamedTuple
 
 from psycopg import sql
 
-from ledger.events import MESSAGE_EXPIRED, MESSAGE_SUBMITTED, STATUS_REPORTED
+from ledger.events import (
+    MESSAGE_EXPIRED,
+    MESSAGE_RECONCILED,
+    MESSAGE_REJECTED,
+    MESSAGE_SUBMITTED,
+    RESEND_SCHEDULED,
+    SEND_REQUEST_EVENTS,
+    SEND_REQUEST_KEY,
+    STATUS_REPORTED,
+    TAG_PREFIX,
+)
 
 #: Status precedence: a status only gives way to one ranked higher. Terminal outcomes share
 #: a rank, so among them the later report (by Sequence, then time) wins.
@@ -72,12 +82,16 @@ class Kind(enum.Enum):
 class Column(NamedTuple):
     """A view column: its name, how it folds, its per-event value over the normalised events
     (columns: position, message_uuid, event_at, status, status_rank, sequence, error_code,
-    from_number, to_number, message_type, units, total_amount), and its SQL type."""
+    from_number, to_number, message_type, units, total_amount, parent_message_uuid,
+    send_request_id, resent_from, resent_as, tags), and its SQL type. ``aggregate`` names
+    the aggregate function where the kind's own does not exist for the type (``max`` of
+    jsonb: see migration 006)."""
 
     name: str
     kind: Kind
     value: sql.Composable
     type: sql.Composable
+    aggregate: str | None = None
 
 
 # Statuses, codes and numbers are compared (max(), filters, index order) but never sorted
@@ -110,6 +124,17 @@ EVENT_COUNT: Final = Column(
     "event_count", Kind.COUNT, sql.SQL("*"), sql.SQL("integer NOT NULL")
 )  # count(*)
 LAST_POSITION: Final = _column("last_position", Kind.MAX, "bigint NOT NULL", "position")
+#: On a part of a multi-part message: its parent (``ParentMessageUUID`` when it is not the
+#: part's own UUID). The parent's reported status is the worst of its parts'
+#: (:func:`projections.queries.worst_status`).
+PARENT_MESSAGE_UUID: Final = _column("parent_message_uuid", Kind.MAX, _CODE)
+#: From the ``submitted`` (or ``rejected``) event: the send request, and the message this one
+#: is a resend of; from ``resend_scheduled``: the message this one was resent as.
+SEND_REQUEST_ID: Final = _column("send_request_id", Kind.MAX, _CODE)
+RESENT_FROM: Final = _column("resent_from", Kind.MAX, _CODE)
+RESENT_AS: Final = _column("resent_as", Kind.MAX, _CODE)
+#: The send request's tags, name → value (one tag set per message: its ``submitted`` event's).
+TAGS: Final = Column("tags", Kind.MAX, sql.Identifier("tags"), sql.SQL("jsonb"), "ledger_max")
 
 
 def milestone(status: str) -> Column:
@@ -136,6 +161,11 @@ COLUMNS: Final = (
     *(milestone(status) for status in STATUS_RANKS),
     EVENT_COUNT,
     LAST_POSITION,
+    PARENT_MESSAGE_UUID,
+    SEND_REQUEST_ID,
+    RESENT_FROM,
+    RESENT_AS,
+    TAGS,
 )
 
 #: The name of the relation holding the batch's fold: one row per message of ``batch``, with
@@ -152,6 +182,9 @@ _TO = "To"
 _TYPE = "Type"
 _UNITS = "Units"
 _TOTAL_AMOUNT = "TotalAmount"
+_PARENT = "ParentMessageUUID"
+RESENT_FROM_KEY: Final = "ResentFrom"
+RESENT_AS_KEY: Final = "ResentAs"
 PAYLOAD_FIELDS: Final = (_SEQUENCE, _ERROR_CODE, _FROM, _TO, _TYPE, _UNITS, _TOTAL_AMOUNT)
 
 
@@ -182,17 +215,37 @@ SELECT position, message_uuid, event_at, status,
             THEN units::integer END AS units,
        CASE WHEN ltrim(total_amount, '0123456789.') = '' AND total_amount <> '.'
                  AND total_amount NOT LIKE '%%.%%.%%'
-            THEN trim_scale(total_amount::numeric) END AS total_amount
+            THEN trim_scale(total_amount::numeric) END AS total_amount,
+       CASE WHEN length(parent_message_uuid) = 36 THEN parent_message_uuid END
+           AS parent_message_uuid,
+       send_request_id, resent_from, resent_as, tags
 FROM (
     SELECT e.position, e.message_uuid, coalesce(e.occurred_at, e.recorded_at) AS event_at,
            NULLIF(CASE e.event_type WHEN {reported} THEN e.status
                                     WHEN {submitted} THEN 'submitted'
+                                    WHEN {rejected} THEN 'rejected'
+                                    WHEN {reconciled} THEN e.status
                                     WHEN {expired} THEN 'expired' END, '') COLLATE "C" AS status,
            {sequence} AS sequence, {error_code} COLLATE "C" AS error_code,
            {from_number} COLLATE "C" AS from_number, {to_number} COLLATE "C" AS to_number,
            {message_type} COLLATE "C" AS message_type, {units} AS units,
-           {total_amount} AS total_amount
+           {total_amount} AS total_amount,
+           CASE WHEN e.event_type = {reported}
+                THEN NULLIF(lower({parent}), e.message_uuid::text) END COLLATE "C"
+               AS parent_message_uuid,
+           CASE WHEN e.event_type IN ({submitted}, {rejected}) THEN {send_request} END
+               COLLATE "C" AS send_request_id,
+           CASE WHEN e.event_type = {submitted} THEN {resent_from} END COLLATE "C" AS resent_from,
+           CASE WHEN e.event_type = {resend_scheduled} THEN {resent_as} END COLLATE "C"
+               AS resent_as,
+           CASE WHEN e.event_type IN ({submitted}, {rejected})
+                THEN (SELECT jsonb_object_agg(substr(t.key, {tag_start}), t.value)
+                      FROM jsonb_each(e.payload) AS t
+                      WHERE starts_with(t.key, {tag_prefix}) AND jsonb_typeof(t.value) = 'string')
+           END AS tags
     FROM {source} AS e
+    -- A send request's own stream is no message: its events fold into no row.
+    WHERE NOT (e.event_type = ANY({request_events}))
     OFFSET 0
 ) AS e
 """
@@ -214,7 +267,19 @@ def _normalised(source: sql.Composable) -> sql.Composable:
         ),
         reported=sql.Literal(STATUS_REPORTED),
         submitted=sql.Literal(MESSAGE_SUBMITTED),
+        rejected=sql.Literal(MESSAGE_REJECTED),
+        reconciled=sql.Literal(MESSAGE_RECONCILED),
+        resend_scheduled=sql.Literal(RESEND_SCHEDULED),
         expired=sql.Literal(MESSAGE_EXPIRED),
+        request_events=sql.SQL("ARRAY[{}]").format(
+            sql.SQL(", ").join(sql.Literal(t) for t in SEND_REQUEST_EVENTS)
+        ),
+        parent=_field(_PARENT),
+        send_request=_field(SEND_REQUEST_KEY),
+        resent_from=_field(RESENT_FROM_KEY),
+        resent_as=_field(RESENT_AS_KEY),
+        tag_prefix=sql.Literal(TAG_PREFIX),
+        tag_start=sql.Literal(len(TAG_PREFIX) + 1),
         sequence=_field(_SEQUENCE),
         error_code=_field(_ERROR_CODE),
         from_number=_field(_FROM),
@@ -236,7 +301,9 @@ def folded(source: sql.Composable) -> sql.Composable:
         sql.SQL("{} AS {}").format(
             column.value
             if column.kind is Kind.WINNER
-            else sql.SQL("{}({}) OVER message").format(sql.SQL(column.kind.value), column.value),
+            else sql.SQL("{}({}) OVER message").format(
+                sql.SQL(column.aggregate or column.kind.value), column.value
+            ),
             sql.Identifier(column.name),
         )
         for column in COLUMNS

@@ -37,7 +37,8 @@ COLUMNS: Final = (
 )
 
 # Bump when the fold or the cube changes shape. 2: folded in PostgreSQL from the ledger.
-_FOLD_VERSION = 2
+# 3: rejected and reconciled events fold; send requests' own streams do not.
+_FOLD_VERSION = 3
 
 _FACTS_TABLE: Final = sql.SQL(
     # day: the day the message is counted under, stored rather than recomputed, so that

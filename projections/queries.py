@@ -16,17 +16,21 @@ import msgspec
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 
 from ledger.error_codes import describe_error
 from ledger.phone_numbers import normalise_number
+from projections import fold
 from projections.fold import LATENCY_BOUNDS, NOT_DELIVERED
 from projections.metrics import COUNTS
+from projections.parts import worst_status
 from projections.status import TABLE
 from projections.views import (
     NO_STATUS,
     DailyMetrics,
     LatencyBucket,
     MessagePage,
+    MessagePart,
     MessageQuery,
     MessageStatus,
 )
@@ -37,16 +41,44 @@ DELIVERY_OUTCOMES: Final = ("delivered", "undelivered", "failed", "rejected", "e
 IN_FLIGHT: Final = ("submitted", "queued", "sent", NO_STATUS)
 
 _STATUS_COLUMNS = sql.SQL(", ").join(
-    sql.Identifier(name) for name in MessageStatus.__struct_fields__ if name != "error_description"
+    sql.Identifier(name)
+    for name in MessageStatus.__struct_fields__
+    if name not in ("error_description", "parts")
 )
+_PARTS = sql.SQL(
+    "SELECT parent_message_uuid, message_uuid, status, error_code FROM {}"
+    " WHERE parent_message_uuid = ANY(%s::text[]) ORDER BY parent_message_uuid, message_uuid"
+).format(sql.Identifier(TABLE))
 
 
 class InvalidCursor(ValueError):
     """A search cursor that this service did not hand out (or that was altered)."""
 
 
-def _message_status(row: dict[str, Any]) -> MessageStatus:
-    return MessageStatus(**row, error_description=describe_error(row["error_code"]))
+async def _message_statuses(
+    conn: psycopg.AsyncConnection[Any], rows: Sequence[dict[str, Any]]
+) -> list[MessageStatus]:
+    """The rows as reported: with their parts, if any, and a parent's status the worst of
+    its parts' (:mod:`projections.parts`). One query finds the parts of every row."""
+    cursor = await conn.execute(_PARTS, ([str(row["message_uuid"]) for row in rows],))
+    parts: defaultdict[str, list[MessagePart]] = defaultdict(list)
+    for parent, part, status, error_code in await cursor.fetchall():
+        parts[parent].append(MessagePart(part, status, error_code))
+    found = []
+    for row in rows:
+        own = parts[str(row["message_uuid"])]
+        status = worst_status(row["status"], [part.status for part in own])
+        error_code = row["error_code"]
+        if status != row["status"]:
+            error_code = next(p.error_code for p in own if p.status == status)
+        found.append(
+            MessageStatus(
+                **{**row, "status": status, "error_code": error_code},
+                error_description=describe_error(error_code),
+                parts=own,
+            )
+        )
+    return found
 
 
 async def get_message_status(
@@ -61,7 +93,7 @@ async def get_message_status(
             (message_uuid,),
         )
         row = await cursor.fetchone()
-    return _message_status(row) if row is not None else None
+    return (await _message_statuses(conn, [row]))[0] if row is not None else None
 
 
 def _encode_cursor(item: MessageStatus) -> str:
@@ -103,6 +135,9 @@ async def search_messages(conn: psycopg.AsyncConnection[Any], query: MessageQuer
         if value is not None:
             conditions.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
             params.append(value)
+    if query.tags:
+        conditions.append(sql.SQL("tags @> %s::jsonb"))
+        params.append(Jsonb(query.tags))
     if query.since is not None:
         conditions.append(sql.SQL("first_event_at >= %s"))
         params.append(query.since)
@@ -122,7 +157,7 @@ async def search_messages(conn: psycopg.AsyncConnection[Any], query: MessageQuer
             [*params, query.limit + 1],
         )
         rows = await cursor.fetchall()
-    items = [_message_status(row) for row in rows[: query.limit]]
+    items = await _message_statuses(conn, rows[: query.limit])
     more = len(rows) > query.limit
     return MessagePage(items=items, next_cursor=_encode_cursor(items[-1]) if more else None)
 
@@ -141,13 +176,93 @@ _PER_DAY, _PER_STATUS, _PER_ERROR_CODE, _PER_BUCKET = 0b111, 0b011, 0b101, 0b110
 
 
 async def daily_metrics(
-    conn: psycopg.AsyncConnection[Any], start: date, end: date
+    conn: psycopg.AsyncConnection[Any],
+    start: date,
+    end: date,
+    *,
+    tags: dict[str, str] | None = None,
+    timezone: str = "UTC",
 ) -> list[DailyMetrics]:
     """Daily delivery metrics from ``start`` to ``end`` inclusive, one entry per day that has
-    messages, oldest first."""
+    messages, oldest first.
+
+    Without ``tags``, from the metrics view's cube. With them, the same figures for the
+    messages carrying every one of ``tags`` (name → value), folded from the status view on
+    the fly (its tag index finds them), with days in ``timezone`` as the metrics view's.
+    """
+    if not tags:
+        async with conn.cursor(row_factory=dict_row) as cursor:
+            await cursor.execute(_DAILY.format(sql.Identifier(COUNTS)), (start, end))
+            return _rollup(await cursor.fetchall())
+    by_value = await _tagged_metrics(conn, start, end, tags=tags, timezone=timezone)
+    return by_value.get("", [])
+
+
+async def daily_metrics_by_tag(
+    conn: psycopg.AsyncConnection[Any],
+    start: date,
+    end: date,
+    name: str,
+    *,
+    tags: dict[str, str] | None = None,
+    timezone: str = "UTC",
+) -> dict[str, list[DailyMetrics]]:
+    """Daily delivery metrics of the messages carrying tag ``name``, per value of the tag
+    (and also carrying every one of ``tags``), the values in order."""
+    return await _tagged_metrics(conn, start, end, tags=tags or {}, group=name, timezone=timezone)
+
+
+# The cube's rollup, over the status view's rows of tagged messages: each message counted
+# once, in the cell of its first day, current status, error code and time-to-deliver bucket.
+_TAGGED = sql.SQL(
+    "WITH tagged AS (SELECT {group} AS tag_value,"
+    " (first_event_at AT TIME ZONE %(zone)s)::date AS day,"
+    " coalesce(status, '') AS status, coalesce(error_code, '') AS error_code,"
+    " {bucket} AS latency_bucket, coalesce(units, 0) AS units,"
+    " coalesce(total_amount, 0) AS total_amount"
+    " FROM {table} WHERE tags IS NOT NULL AND tags @> %(tags)s::jsonb {has_group}"
+    # A day in any zone lies within a day either side of the same UTC date.
+    " AND first_event_at >= %(start)s::date - 1 AND first_event_at < %(end)s::date + 2)"
+    " SELECT tag_value, day, status, error_code, latency_bucket,"
+    " GROUPING(status, error_code, latency_bucket) AS rollup,"
+    " count(*)::bigint AS messages, sum(units)::bigint AS units,"
+    " trim_scale(sum(total_amount)) AS total_amount"
+    " FROM tagged WHERE day BETWEEN %(start)s AND %(end)s"
+    " GROUP BY GROUPING SETS ((tag_value, day), (tag_value, day, status),"
+    " (tag_value, day, error_code), (tag_value, day, latency_bucket))"
+)
+
+
+async def _tagged_metrics(
+    conn: psycopg.AsyncConnection[Any],
+    start: date,
+    end: date,
+    *,
+    tags: dict[str, str],
+    timezone: str,
+    group: str | None = None,
+) -> dict[str, list[DailyMetrics]]:
+    statement = _TAGGED.format(
+        group=sql.SQL("tags ->> %(group)s") if group else sql.Literal(""),
+        has_group=sql.SQL("AND tags ? %(group)s") if group else sql.SQL(""),
+        bucket=fold.latency_bucket(
+            sql.Identifier("first_event_at"), sql.Identifier("delivered_at")
+        ),
+        table=sql.Identifier(TABLE),
+    )
+    params = {"zone": timezone, "tags": Jsonb(tags), "start": start, "end": end, "group": group}
     async with conn.cursor(row_factory=dict_row) as cursor:
-        await cursor.execute(_DAILY.format(sql.Identifier(COUNTS)), (start, end))
+        await cursor.execute(statement, params)
         rows = await cursor.fetchall()
+    by_value: defaultdict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_value[row["tag_value"]].append(row)
+    return {value: _rollup(by_value[value]) for value in sorted(by_value)}
+
+
+def _rollup(rows: Sequence[dict[str, Any]]) -> list[DailyMetrics]:
+    """Rows of the four-way rollup (per day; per day and status, error code, bucket) as
+    one :class:`DailyMetrics` per day, oldest first."""
     totals: dict[date, dict[str, Any]] = {}
     statuses: defaultdict[date, dict[str, int]] = defaultdict(dict)
     error_codes: defaultdict[date, dict[str, int]] = defaultdict(dict)

@@ -1,4 +1,5 @@
-"""Periodic jobs on APScheduler 3.x: the expiry sweep, and a catch-up tick as a safety net.
+"""Periodic jobs on APScheduler 3.x: the expiry sweep, the send-outcome check, and a
+catch-up tick as a safety net.
 
 APScheduler 3 does not coordinate processes, and every process that runs ``ledger serve`` or
 ``ledger worker`` schedules the same jobs. So each run first claims its period in Postgres
@@ -13,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, timedelta
 from typing import Any, Final
 
@@ -21,16 +22,25 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from psycopg_pool import AsyncConnectionPool
 
+from ledger.durations import format_duration
+from ledger.sends import mark_unknown_outcomes
 from projections.base import Projector
 from projections.catch_up import DEFAULT_BATCH_SIZE, catch_up_unclaimed
 from projections.checkpoints import VersionMismatch
 from projections.expiry import expire_stale
 from projections.locks import Lock, try_advisory_lock
+from projections.send_jobs import SendJobs
 
 log = logging.getLogger(__name__)
 
 EXPIRE_JOB: Final = "expire"
 CATCH_UP_JOB: Final = "catch_up"
+SEND_OUTCOMES_JOB: Final = "send_outcomes"
+RECONCILE_JOB: Final = "reconcile"
+RESEND_JOB: Final = "resend"
+#: Reconciliation and resends run once a minute: the reconciliation's rate limit is per
+#: minute (see projections.send_jobs).
+SEND_JOBS_EVERY: Final = timedelta(minutes=1)
 
 
 class ScheduledJobs:
@@ -48,10 +58,16 @@ class ScheduledJobs:
         catch_up_every: timedelta = timedelta(seconds=30),
         catch_up_batches: int = 10,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        send_outcome_after: timedelta = timedelta(minutes=2),
+        send_outcomes_every: timedelta = timedelta(minutes=1),
+        send_jobs: SendJobs | None = None,
     ) -> None:
         """``expire_after`` is ``Settings.expire_after`` and ``system_key`` signs the expiry
         events (:mod:`ledger.system_events`); ``expire_limit`` bounds one sweep and
-        ``catch_up_batches`` one tick, so that no run can grow without bound."""
+        ``catch_up_batches`` one tick, so that no run can grow without bound.
+        ``send_outcome_after`` is ``LEDGER_SEND_OUTCOME_AFTER``: a send request with no
+        outcome for that long gets ``message.send_outcome_unknown``. ``send_jobs``, when
+        sending is configured, adds reconciliation with Plivo and (if switched on) resends."""
         self._pool = pool
         self._projectors = tuple(projectors)
         self._expire_after = expire_after
@@ -61,23 +77,32 @@ class ScheduledJobs:
         self._catch_up_every = catch_up_every
         self._catch_up_batches = catch_up_batches
         self._batch_size = batch_size
+        self._send_outcome_after = send_outcome_after
+        self._send_outcomes_every = send_outcomes_every
+        self._send_jobs = send_jobs
         self._scheduler: AsyncIOScheduler | None = None
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
 
     async def start(self) -> None:
-        """Schedule both jobs on an ``AsyncIOScheduler`` in the running event loop.
+        """Schedule every job on an ``AsyncIOScheduler`` in the running event loop.
 
         Missed runs coalesce into one, and a job never overlaps itself in one process.
         """
         if self._scheduler is not None:
             raise RuntimeError("the scheduled jobs are already started")
         scheduler = AsyncIOScheduler(timezone=UTC)
-        for job, function, every in (
+        jobs: list[tuple[str, Callable[[], Awaitable[bool]], timedelta]] = [
             (EXPIRE_JOB, self.expire, self._expire_every),
             (CATCH_UP_JOB, self.catch_up, self._catch_up_every),
-        ):
+            (SEND_OUTCOMES_JOB, self.send_outcomes, self._send_outcomes_every),
+        ]
+        if self._send_jobs is not None:
+            jobs.append((RECONCILE_JOB, self.reconcile, SEND_JOBS_EVERY))
+            if self._send_jobs.resends:
+                jobs.append((RESEND_JOB, self.resend, SEND_JOBS_EVERY))
+        for job, function, every in jobs:
             scheduler.add_job(
                 function,
                 IntervalTrigger(seconds=every.total_seconds(), timezone=UTC),
@@ -147,6 +172,42 @@ class ScheduledJobs:
                     system_key=self._system_key,
                     limit=self._expire_limit,
                 )
+            return True
+
+    async def send_outcomes(self) -> bool:
+        """Mark send requests left without an outcome (see
+        :func:`ledger.sends.mark_unknown_outcomes`); whether this process ran it."""
+        with self._running():
+            if not await self.claim(SEND_OUTCOMES_JOB, self._send_outcomes_every):
+                return False
+            async with self._pool.connection() as conn:
+                marked = await mark_unknown_outcomes(
+                    conn, after=self._send_outcome_after, key=self._system_key
+                )
+            if marked:
+                log.warning(
+                    "%d send requests have no recorded outcome after %s: marked unknown",
+                    marked,
+                    format_duration(self._send_outcome_after),
+                )
+            return True
+
+    async def reconcile(self) -> bool:
+        """Look up messages whose callbacks stopped at Plivo's Message API (see
+        :mod:`projections.send_jobs`); whether this process ran it."""
+        with self._running():
+            if self._send_jobs is None or not await self.claim(RECONCILE_JOB, SEND_JOBS_EVERY):
+                return False
+            await self._send_jobs.reconcile()
+            return True
+
+    async def resend(self) -> bool:
+        """Send again the failures due a resend (see :mod:`projections.send_jobs`); whether
+        this process ran it."""
+        with self._running():
+            if self._send_jobs is None or not await self.claim(RESEND_JOB, SEND_JOBS_EVERY):
+                return False
+            await self._send_jobs.resend()
             return True
 
     async def catch_up(self) -> bool:

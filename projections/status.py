@@ -12,13 +12,17 @@ from projections.base import DDL
 
 TABLE: Final = "message_status"
 
-#: Keyset search, newest first, with and without the two selective filters. from_number has
-#: no index of its own: senders are few, so the time index with a filter serves it, and every
-#: index is paid for on each status change.
+#: Index name → its columns (and method, predicate). Keyset search, newest first, with and
+#: without the two selective filters. from_number has no index of its own: senders are few,
+#: so the time index with a filter serves it, and every index is paid for on each status
+#: change.
 _INDEXES: Final = {
-    "message_status_recent": "first_event_at, message_uuid",
-    "message_status_by_status": "status, first_event_at, message_uuid",
-    "message_status_by_recipient": "to_number, first_event_at, message_uuid",
+    "message_status_recent": "(first_event_at, message_uuid)",
+    "message_status_by_status": "(status, first_event_at, message_uuid)",
+    "message_status_by_recipient": "(to_number, first_event_at, message_uuid)",
+    # Few rows have either: the indexes hold only those.
+    "message_status_by_parent": "(parent_message_uuid) WHERE parent_message_uuid IS NOT NULL",
+    "message_status_by_tags": "USING gin (tags jsonb_path_ops) WHERE tags IS NOT NULL",
 }
 
 # Every column of the fold, merged into the stored row: the status and error code from the
@@ -45,7 +49,8 @@ class MessageStatusProjector:
 
     name = "message_status"
     # 2: folded in PostgreSQL from the ledger itself; the view is built from the fold's DDL.
-    version = 2
+    # 3: sends: tags, send request, resend links, multi-part parents; rejected, reconciled.
+    version = 3
     tables: tuple[str, ...] = (TABLE,)
 
     def schema(self) -> Sequence[DDL]:
@@ -59,8 +64,10 @@ class MessageStatusProjector:
     def indexes(self) -> Sequence[DDL]:
         """The search indexes (see ``_INDEXES``)."""
         return [
-            sql.SQL("CREATE INDEX {} ON {} ({})").format(
-                sql.Identifier(name), sql.Identifier(TABLE), sql.SQL(columns)
+            sql.SQL("CREATE INDEX {} ON {} {}").format(
+                sql.Identifier(name),
+                sql.Identifier(TABLE),
+                sql.SQL(columns),
             )
             for name, columns in _INDEXES.items()
         ]

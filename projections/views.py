@@ -13,12 +13,26 @@ import msgspec
 NO_STATUS: Final = "none"
 
 
+class MessagePart(msgspec.Struct, frozen=True):
+    """One part of a multi-part message (a callback whose ``ParentMessageUUID`` names
+    another message), with its own current status."""
+
+    message_uuid: UUID
+    status: str | None
+    error_code: str | None
+
+
 class MessageStatus(msgspec.Struct, frozen=True, kw_only=True):
     """One message's current status, as folded from its events.
 
     ``status_at`` is the event time of the event that set the current status; each
     ``<status>_at`` is the earliest event time reported with that status. Amounts are exact
-    decimals (serialised as strings).
+    decimals (serialised as strings). A message this ledger sent names its
+    ``send_request_id`` and carries the request's ``tags``; a resend names the message it
+    resends (``resent_from``), and the failed message the one it was resent as
+    (``resent_as``). A multi-part message lists its ``parts``, and its ``status`` is the
+    worst of theirs (:func:`projections.parts.worst_status`): a delivered part never hides a
+    failed one.
     """
 
     message_uuid: UUID
@@ -44,13 +58,20 @@ class MessageStatus(msgspec.Struct, frozen=True, kw_only=True):
     read_at: datetime | None
     event_count: int
     last_position: int
+    send_request_id: str | None = None
+    tags: dict[str, str] | None = None
+    resent_from: str | None = None
+    resent_as: str | None = None
+    parent_message_uuid: str | None = None
+    parts: list[MessagePart] = msgspec.field(default_factory=list)
 
 
 class MessageQuery(msgspec.Struct, frozen=True, kw_only=True):
     """A search of the status view. Every filter is optional; ``since`` is inclusive and
     ``until`` exclusive, both on the message's first event time. Numbers may be written any
     way a person dials them (see :func:`ledger.phone_numbers.normalise_number`); the error
-    code is the current one. ``cursor`` is the ``next_cursor`` of the previous page."""
+    code is the current one. ``tags`` match messages carrying every one of them (name →
+    value). ``cursor`` is the ``next_cursor`` of the previous page."""
 
     status: str | None = None
     from_number: str | None = None
@@ -58,6 +79,7 @@ class MessageQuery(msgspec.Struct, frozen=True, kw_only=True):
     error_code: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+    tags: dict[str, str] | None = None
     limit: int = 50
     cursor: str | None = None
 

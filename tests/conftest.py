@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -35,6 +35,7 @@ from ledger.database import connect, create_pool, embedded_server
 from ledger.migrate import migrate
 from ledger.settings import Settings
 from ledger.store import Checkpoint
+from tests.fake_plivo import AUTH_ID, FakePlivo, fake_plivo
 
 _TEMPLATE = f"ledger_template_{os.getpid()}"
 _counter = itertools.count()
@@ -224,6 +225,43 @@ async def post_lifecycles(
             assert response.status_code == 200, response.text
         uuids.append(signed.message_uuid)
     return uuids
+
+
+SEND_TOKEN = "test-send-token"
+
+
+@pytest.fixture
+def plivo() -> Iterator[FakePlivo]:
+    """A fake Plivo REST API on loopback (:mod:`tests.fake_plivo`)."""
+    with fake_plivo() as fake:
+        yield fake
+
+
+@pytest.fixture
+def send_settings(settings: Settings, plivo: FakePlivo) -> Settings:
+    """``settings`` with sending configured: a send token, Plivo credentials, and the SDK
+    pointed at the fake Plivo API."""
+    return msgspec.structs.replace(
+        settings,
+        plivo_auth_id=AUTH_ID,
+        send_tokens=(SEND_TOKEN,),
+        plivo_api_url=plivo.url,
+        send_timeout=timedelta(seconds=2),
+    )
+
+
+@pytest.fixture
+async def send_client(send_settings: Settings) -> AsyncIterator[AsyncTestClient[Litestar]]:
+    """The real ASGI app with sending configured, lifespan included."""
+    assert send_settings.database_url is not None
+    async with AsyncTestClient(create_app(send_settings, send_settings.database_url)) as client:
+        yield client
+
+
+@pytest.fixture
+def send_auth() -> dict[str, str]:
+    """Headers that pass the send guard."""
+    return {"Authorization": f"Bearer {SEND_TOKEN}"}
 
 
 @pytest.fixture

@@ -61,8 +61,10 @@ def callback(
     amount: str = "0.00000",
     sender: str = "14155550100",
     recipient: str = "919876543210",
+    extra: dict[str, str] | None = None,
 ) -> NewEvent:
-    """A Plivo status callback as the ingest path would append it (unique dedup key)."""
+    """A Plivo status callback as the ingest path would append it (unique dedup key), with
+    ``extra`` fields."""
     payload: dict[str, str | list[str]] = {
         "MessageUUID": str(message),
         "ErrorCode": error_code,
@@ -72,6 +74,7 @@ def callback(
         "Units": units,
         "TotalAmount": amount,
     }
+    payload.update(extra or {})
     if status is not None:
         payload["Status"] = status
     if sequence is not None:
@@ -87,7 +90,9 @@ def callback(
     )
 
 
-def system_event(message: UUID, event_type: str, *, at: datetime | None) -> NewEvent:
+def system_event(
+    message: UUID, event_type: str, *, at: datetime | None, payload: dict[str, str] | None = None
+) -> NewEvent:
     """An event this service appends itself (``message.submitted``, ``message.expired``)."""
     return NewEvent(
         message_uuid=message,
@@ -95,7 +100,7 @@ def system_event(message: UUID, event_type: str, *, at: datetime | None) -> NewE
         status=None,
         occurred_at=at,
         dedup_key=_dedup_key(),
-        payload={},
+        payload=dict(payload or {}),
         meta=EventMeta(source="system", signature="system"),
     )
 
@@ -187,6 +192,14 @@ async def status_of(conn: Conn, message: UUID) -> MessageStatus:
 
 # --- The order-independence property ------------------------------------------------------
 
+#: What a send adds: tags (one set, or two competing ones) and the request, on submitted;
+#: the parent of a multi-part message's part, on callbacks.
+_SEND_PAYLOADS = [
+    {},
+    {"SendRequest": "r1", "tag.campaign": "spring", "tag.team": "a"},
+    {"SendRequest": "r2", "tag.campaign": "autumn", "ResentFrom": str(UUID(int=1))},
+]
+_PART_OF = {"ParentMessageUUID": str(UUID(int=2))}
 _STATUSES = ["queued", "sent", "delivered", "undelivered", "failed", "rejected", "read", "accepted"]
 
 
@@ -200,7 +213,8 @@ def _message_events(draw: st.DrawFn, message: UUID) -> list[NewEvent]:
         at = draw(st.one_of(st.none(), st.integers(0, 12).map(lambda m: T0 + timedelta(minutes=m))))
         kind = draw(st.sampled_from([*_STATUSES, None, MESSAGE_SUBMITTED, MESSAGE_EXPIRED]))
         if kind in (MESSAGE_SUBMITTED, MESSAGE_EXPIRED):
-            events.append(system_event(message, kind, at=at))
+            payload = draw(st.sampled_from(_SEND_PAYLOADS)) if kind == MESSAGE_SUBMITTED else {}
+            events.append(system_event(message, kind, at=at, payload=payload))
             continue
         events.append(
             callback(
@@ -212,6 +226,7 @@ def _message_events(draw: st.DrawFn, message: UUID) -> list[NewEvent]:
                 units=draw(st.sampled_from(["1", "2", ""])),
                 amount=draw(st.sampled_from(["0.00000", "0.0025", "0.00250", "", "1.2.3"])),
                 sender=draw(st.sampled_from(["14155550100", ""])),
+                extra=draw(st.sampled_from([{}, {"ParentMessageUUID": str(message)}, _PART_OF])),
             )
         )
     return events

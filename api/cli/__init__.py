@@ -12,6 +12,7 @@ import rich_click as click
 from api.cli.analysts import metrics
 from api.cli.common import CommandError, fail
 from api.cli.operations import replay, token
+from api.cli.sending import send_command
 from api.cli.service import migrate, serve, worker
 from api.cli.simulation import simulate
 from api.cli.support import audit, messages, status
@@ -24,6 +25,7 @@ click.rich_click.TEXT_MARKUP = "markdown"
 PANELS = (
     ("Run the service", (serve, worker, migrate)),
     ("Support and analysts", (audit, status, messages, metrics)),
+    ("Send and track", (send_command,)),
     ("Prove", (verify, seal)),
     ("Operate", (replay, token, simulate)),
 )

@@ -10,7 +10,15 @@ from decimal import Decimal
 import rich_click as click
 from rich.table import Table
 
-from api.cli.common import CommandError, pass_settings, print_json, read, show, table
+from api.cli.common import (
+    CommandError,
+    pass_settings,
+    print_json,
+    read,
+    show,
+    table,
+    tag_option,
+)
 from api.cli.times import NotATime, day_in, parse_when
 from api.reports import RangeError, check_range, metrics_csv
 from ledger.settings import Settings
@@ -109,9 +117,16 @@ def metrics_table(rows: Sequence[DailyMetrics], zone: str) -> Table:
 )
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV with a fixed set of columns.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON, as GET /v1/metrics/daily.")
+@tag_option
 @pass_settings
 def metrics(
-    settings: Settings, *, start: str | None, end: str | None, as_csv: bool, as_json: bool
+    settings: Settings,
+    *,
+    start: str | None,
+    end: str | None,
+    as_csv: bool,
+    as_json: bool,
+    tags: dict[str, str],
 ) -> None:
     """Daily delivery metrics: messages, outcomes, delivery rate, time to deliver, charges.
 
@@ -127,6 +142,7 @@ def metrics(
     ledger metrics                                   # the last 7 days
     ledger metrics --start 2026-11-01 --end 2026-11-30 --csv > november.csv
     ledger metrics --start yesterday --end yesterday --json
+    ledger metrics --tag campaign=spring             # messages sent with that tag
     ```
     """
     if as_csv and as_json:
@@ -142,7 +158,10 @@ def metrics(
         check_range(start_day, end_day, settings.metrics_max_days)
     except RangeError as error:
         raise CommandError(str(error)) from None
-    rows = read(settings, lambda conn: daily_metrics(conn, start_day, end_day))
+    rows = read(
+        settings,
+        lambda conn: daily_metrics(conn, start_day, end_day, tags=tags, timezone=settings.timezone),
+    )
     if as_csv:
         sys.stdout.write(metrics_csv(rows))
     elif as_json:

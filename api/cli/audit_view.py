@@ -23,6 +23,7 @@ from ledger.durations import describe_duration
 from ledger.error_codes import describe_error
 from ledger.events import RecordedEvent
 from ledger.seals import InclusionProof
+from ledger.sends import SendOutcome
 from projections.anomalies import Anomaly
 from projections.views import MessageStatus
 
@@ -52,6 +53,8 @@ class AuditReport(msgspec.Struct, frozen=True, kw_only=True):
     now: datetime
     zone: str
     show_numbers: bool = False
+    #: When the stream is a send request's own: what became of it.
+    outcome: SendOutcome | None = None
 
 
 def render_audit(report: AuditReport) -> RenderableType:
@@ -97,6 +100,37 @@ def add_summary(
     amount = "-" if view.total_amount is None else str(view.total_amount)
     grid.add_row("charges", f"{units}, amount {amount}")
     grid.add_row("delivered", _time_to_deliver(view))
+    _add_send(grid, view)
+
+
+def _add_send(grid: Table, view: MessageStatus) -> None:
+    """The rows a sent message adds: its request, tags, resend links and parts."""
+    if view.send_request_id:
+        grid.add_row(
+            "sent by", f"request {view.send_request_id} (ledger audit {view.send_request_id})"
+        )
+    if view.tags:
+        grid.add_row("tags", ", ".join(f"{k}={v}" for k, v in sorted(view.tags.items())))
+    if view.resent_from:
+        grid.add_row("resent from", f"{view.resent_from} (ledger audit {view.resent_from})")
+    if view.resent_as:
+        grid.add_row("resent as", f"{view.resent_as} (ledger audit {view.resent_as})")
+    if view.parent_message_uuid:
+        grid.add_row("part of", view.parent_message_uuid)
+    for part in view.parts:
+        grid.add_row("part", Text.assemble(f"{part.message_uuid} ", styled_status(part.status)))
+
+
+def _add_request(grid: Table, outcome: SendOutcome, *, show_numbers: bool) -> None:
+    """The rows of a send request's own stream: what became of it, and where to look next."""
+    grid.add_row("send request", styled_status(outcome.state))
+    if outcome.failure is not None:
+        grid.add_row("why", outcome.failure.detail)
+    for message in outcome.messages:
+        grid.add_row("message", f"{message.message_uuid} (ledger audit {message.message_uuid})")
+    for rejected in outcome.rejected:
+        number = show_number(rejected.number, show_numbers=show_numbers)
+        grid.add_row("rejected", f"{number} (ledger audit {rejected.message_uuid})")
 
 
 def label_grid() -> Table:
@@ -112,7 +146,9 @@ def header(report: AuditReport) -> RenderableType:
     grid = label_grid()
     grid.add_row("message", str(report.message_uuid))
     view = report.view
-    if view is None:
+    if report.outcome is not None:
+        _add_request(grid, report.outcome, show_numbers=report.show_numbers)
+    elif view is None:
         grid.add_row("status", "not in the status view yet: its projector is behind")
     else:
         add_summary(grid, view, zone=ZoneInfo(report.zone), show_numbers=report.show_numbers)
@@ -165,7 +201,8 @@ def timeline(report: AuditReport) -> RenderableType:
         key=lambda pair: (pair[0].occurred_at or pair[0].recorded_at, pair[0].position),
     )
     for event, seal in ordered:
-        status = styled_status(event.status)
+        # An event that reports no status is named by its type (message.send_requested…).
+        status = styled_status(event.status) if event.status else Text(event.event_type)
         if event.meta.source == "system":
             status.append(f" ({event.meta.reason or 'set by the ledger'})", style="dim")
         rows.add_row(

@@ -18,6 +18,7 @@ from rich.console import Console, RenderableType
 from rich.table import Table
 
 from api.logs import configure_logging
+from api.tag_filters import parse_tag_filters
 from ledger.database import DatabaseUrls, connect, database_urls, redact
 from ledger.migrate import pending_migrations
 from ledger.settings import Settings, load_settings
@@ -175,3 +176,25 @@ def message_uuid_argument(
 def with_message_uuid(command: Callable[P, R]) -> Callable[P, R]:
     """The ``MESSAGE_UUID`` argument of a command about one message."""
     return click.argument("message_uuid", callback=message_uuid_argument)(command)
+
+
+def tag_values(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> dict[str, str]:
+    """Click callback: repeated ``--tag name=value`` as a dict, or a usage error."""
+    try:
+        return parse_tag_filters(values)
+    except ValueError as error:
+        raise click.BadParameter(str(error), ctx=ctx, param=param) from None
+
+
+def tag_option(command: Callable[P, R]) -> Callable[P, R]:
+    """``--tag name=value`` (repeatable), given to the command as ``tags``, a dict."""
+    return click.option(
+        "--tag",
+        "tags",
+        metavar="NAME=VALUE",
+        multiple=True,
+        callback=tag_values,
+        help="Only messages sent with this tag, e.g. campaign=spring (repeat: all must match).",
+    )(command)

@@ -14,7 +14,7 @@ from api.logs import configure_logging
 from ledger.database import DatabaseUrls, connect, redact
 from ledger.migrate import migrate as apply_migrations
 from ledger.roles import admit_service_login, service_privileges, user_of
-from ledger.settings import Settings, require_callback_auth
+from ledger.settings import Settings, require_callback_auth, require_coherent_sending
 from ledger.tokens import ensure_api_tokens, token_path
 
 log = logging.getLogger("ledger")
@@ -98,6 +98,7 @@ def serve(settings: Settings, *, host: str | None, port: int | None, workers: in
     )
     configure_logging(settings.log_level)  # one plain line per record, as the workers log
     require_callback_auth(settings)
+    require_coherent_sending(settings)
     try:
         ensure_port_free(settings.host, settings.port)
     except PortUnavailable as error:
@@ -134,6 +135,7 @@ def worker(settings: Settings) -> None:
     from api.background import run_worker
 
     configure_logging(settings.log_level)
+    require_coherent_sending(settings)
     with databases(settings, create=True) as urls:
         _announce_database(settings, urls.service, asyncio.run(_prepare(urls)))
         _say("worker running the projectors and scheduled jobs")

@@ -26,11 +26,13 @@ from api.cli.common import (
     read,
     show,
     table,
+    tag_option,
     with_message_uuid,
 )
 from api.cli.times import TIME_FORMS, NotATime, parse_when, show_time
 from ledger.events import RecordedEvent
 from ledger.seals import InclusionProof, inclusion_proofs
+from ledger.sends import SendOutcome, outcome_of
 from ledger.settings import Settings
 from ledger.store import Checkpoint, read_stream
 from projections.anomalies import find_anomalies
@@ -66,14 +68,17 @@ def audit(settings: Settings, *, message_uuid: UUID, as_json: bool, show_numbers
 
     async def query(
         conn: Connection,
-    ) -> tuple[list[RecordedEvent], list[InclusionProof | None], MessageStatus | None]:
+    ) -> tuple[
+        list[RecordedEvent], list[InclusionProof | None], MessageStatus | None, SendOutcome | None
+    ]:
         events = await read_stream(conn, message_uuid)
         seals = await inclusion_proofs(
             conn, [Checkpoint(e.transaction_id, e.position) for e in events]
         )
-        return events, seals, await get_message_status(conn, message_uuid)
+        view = await get_message_status(conn, message_uuid)
+        return events, seals, view, await outcome_of(conn, message_uuid)
 
-    events, seals, view = read(settings, query)
+    events, seals, view, outcome = read(settings, query)
     if not events:
         raise CommandError(f"the ledger has no events for message {message_uuid}")
     if as_json:
@@ -89,6 +94,7 @@ def audit(settings: Settings, *, message_uuid: UUID, as_json: bool, show_numbers
         now=now,
         zone=settings.timezone,
         show_numbers=show_numbers,
+        outcome=outcome,
     )
     show(render_audit(report))
 
@@ -160,6 +166,7 @@ def _when(option: str, text: str | None, *, now: datetime, settings: Settings) -
 @click.option("--cursor", help="Where the next page starts (printed under each full page).")
 @click.option("--json", "as_json", is_flag=True, help=_JSON_HELP)
 @click.option("--show-numbers", is_flag=True, help=_NUMBERS_HELP)
+@tag_option
 @pass_settings
 def messages(
     settings: Settings,
@@ -174,8 +181,9 @@ def messages(
     cursor: str | None,
     as_json: bool,
     show_numbers: bool,
+    tags: dict[str, str],
 ) -> None:
-    """Find messages by number, status, error code and time, newest first.
+    """Find messages by number, status, error code, tag and time, newest first.
 
     Numbers match however they are written: +14155550100, 14155550100, "+1 415 555 0100"
     and "+1 (415) 555-0100" all find what Plivo stores (14155550100). Times are in
@@ -188,10 +196,12 @@ def messages(
     ledger messages --to "+1 415 555 0100" --since yesterday
     ledger messages --status undelivered --error-code 30 --since 7d
     ledger messages --from 14155550100 --since 2026-11-23 --until 2026-11-24
+    ledger messages --tag campaign=spring --status failed
     ```
     """
     now = datetime.now(UTC)
     query = MessageQuery(
+        tags=tags or None,
         status=current_status,
         from_number=from_number,
         to_number=to_number,
@@ -247,7 +257,11 @@ def _next_page(ctx: click.Context, page: MessagePage) -> str:
     again = ctx.command_path.split()
     for param in ctx.command.params:
         value = ctx.params.get(param.name or "")
-        if param.name == "cursor" or value in (None, False) or value == param.default:
+        if param.name == "cursor" or value in (None, False, {}) or value == param.default:
+            continue
+        if isinstance(value, dict):  # --tag, repeated
+            for name, wanted in value.items():
+                again += [param.opts[0], f"{name}={wanted}"]
             continue
         again.append(param.opts[0])
         if value is not True:
