@@ -30,7 +30,7 @@ from ledger.events import (
     NewEvent,
     RecordedEvent,
 )
-from ledger.store import Append, Checkpoint, append, read_after
+from ledger.store import Append, Checkpoint, append, read_after, read_stream
 from projections.base import Projector
 from projections.queries import get_message_status
 from projections.registry import PROJECTORS, projector_named
@@ -109,7 +109,11 @@ async def record(conn: Conn, *events: NewEvent) -> list[RecordedEvent]:
     """Append ``events`` in one transaction; return them as the ledger recorded them."""
     results = await append(conn, [Append(event) for event in events])
     positions = {result.position for result in results}
-    return [e for e in await read_after(conn, Checkpoint(), 100_000) if e.position in positions]
+    # Read back by stream, not through the fence: another transaction still open anywhere on
+    # the server would hold the fence below events committed here a moment ago.
+    streams = {event.message_uuid for event in events}
+    recorded = [e for uuid in streams for e in await read_stream(conn, uuid)]
+    return sorted((e for e in recorded if e.position in positions), key=lambda e: e.position)
 
 
 async def apply(conn: Conn, projector: Projector, events: Sequence[RecordedEvent]) -> None:
