@@ -1,8 +1,10 @@
 """ASGI entry point for server worker processes: the app, configured from the environment.
 
 ``ledger serve`` starts the database (or checks ``DATABASE_URL``), migrates, and then points
-each worker here with ``DATABASE_URL`` set. It can also be served directly, e.g.
-``granian --interface asgi --factory api.asgi:app``, when ``DATABASE_URL`` is set.
+each worker here with ``DATABASE_URL`` set. These workers only answer requests: the views are
+kept current by the projector process ``ledger serve`` runs beside them. The app can also be
+served directly, e.g. ``granian --interface asgi --factory api.asgi:app``, when
+``DATABASE_URL`` is set; then run ``ledger worker`` beside it to keep the views current.
 """
 
 from __future__ import annotations
@@ -22,4 +24,6 @@ def app() -> Litestar:
         raise SettingsError(
             "DATABASE_URL is not set: worker processes need it (ledger serve sets it for them)"
         )
-    return create_app(settings, settings.database_url, serving_port=settings.port)
+    return create_app(
+        settings, settings.database_url, run_projectors=False, serving_port=settings.port
+    )

@@ -1,0 +1,35 @@
+"""The projector process ``ledger serve`` runs beside its HTTP workers:
+``python -m api.projector_process``.
+
+It does what ``ledger worker`` does (the catch-up runner, the scheduled jobs and the sealer;
+see :mod:`api.background`), configured from the environment ``ledger serve`` hands it, and
+runs under :class:`api.supervisor.Supervisor`, which restarts it if it dies. SIGTERM or
+SIGINT stops it after its current batch, exit status 0; it also stops if the server that
+started it is gone.
+"""
+
+from __future__ import annotations
+
+import os
+
+from api.background import run_worker
+from api.logs import configure_logging
+from api.telemetry import PROJECTOR_STARTS
+from ledger.settings import SettingsError, load_settings
+
+
+def main() -> None:
+    """Project until signalled, or until the parent process is gone."""
+    parent = os.getppid()
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    if not settings.database_url:
+        raise SettingsError(
+            "DATABASE_URL is not set: the projector process needs it (ledger serve sets it)"
+        )
+    PROJECTOR_STARTS.inc()
+    run_worker(settings, settings.database_url, parent=parent)
+
+
+if __name__ == "__main__":
+    main()
