@@ -11,6 +11,7 @@ started it is gone.
 from __future__ import annotations
 
 import os
+import signal
 
 from api.background import run_worker
 from api.logs import configure_logging
@@ -29,6 +30,10 @@ def main() -> None:
         )
     PROJECTOR_STARTS.inc()
     run_worker(settings, settings.database_url, parent=parent)
+    # Stopped cleanly: a late signal (the server's, after the process group's own) must not
+    # turn exit status 0 into "killed by SIGTERM" while the interpreter exits.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
 
 
 if __name__ == "__main__":

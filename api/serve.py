@@ -11,6 +11,7 @@ current batch, in parallel, and nothing of the server outlives it.
 from __future__ import annotations
 
 import errno
+import multiprocessing
 import os
 import shutil
 import socket
@@ -125,6 +126,10 @@ def serve(settings: Settings, database_url: str) -> None:
     # worker must see all of them. Set before any of them imports prometheus_client.
     metrics_dir = tempfile.mkdtemp(prefix="ledger-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    # Workers start as fresh interpreters, not forks: a fork while the supervisor's thread
+    # holds a lock (writing a log line, starting the projector) would leave that lock held
+    # forever in the worker, which then hangs on its first use of it.
+    multiprocessing.set_start_method("spawn", force=True)
     projector = projector_supervisor()
     server = asgi_server(
         "api.asgi:app",

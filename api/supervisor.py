@@ -77,8 +77,13 @@ class Supervisor:
         self._thread.start()
 
     def stop(self) -> None:
-        """Ask the child to stop (SIGTERM) and start no other; returns at once."""
+        """Ask the child to stop (SIGTERM) and start no other; returns at once.
+
+        Only the first call signals: a second SIGTERM could reach the child after it has
+        stopped handling signals, and kill it while it closes its connections."""
         with self._lock:
+            if self._stopping.is_set():
+                return
             self._stopping.set()
             if self._child is not None and self._child.poll() is None:
                 self._child.send_signal(signal.SIGTERM)
