@@ -9,10 +9,13 @@ served directly, e.g. ``granian --interface asgi --factory api.asgi:app``, when
 
 from __future__ import annotations
 
+import multiprocessing
+
 from litestar import Litestar
 
 from api.app import create_app
 from api.logs import configure_logging
+from api.orphans import stop_with_parent
 from ledger.settings import SettingsError, load_settings
 
 
@@ -20,6 +23,8 @@ def app() -> Litestar:
     """Build the app from the environment; refuse to start without a database URL."""
     settings = load_settings()
     configure_logging(settings.log_level)
+    if (server := multiprocessing.parent_process()) is not None and server.pid is not None:
+        stop_with_parent(server.pid)  # a worker never outlives the server that started it
     if not settings.database_url:
         raise SettingsError(
             "DATABASE_URL is not set: worker processes need it (ledger serve sets it for them)"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 from collections.abc import AsyncIterator
 from typing import Any
@@ -22,9 +21,6 @@ from projections.scheduler import ScheduledJobs
 from projections.sealer import HeadPublisher, Sealer
 
 log = logging.getLogger(__name__)
-
-#: How often a supervised worker checks that the server that started it is still there.
-_PARENT_CHECK_SECONDS = 1.0
 
 
 @contextlib.asynccontextmanager
@@ -62,24 +58,11 @@ async def background_work(
         await runner.stop()
 
 
-async def _orphaned(parent: int, stop: asyncio.Event) -> None:
-    """Set ``stop`` once process ``parent`` is gone (this process was re-parented); return
-    when ``stop`` is set."""
-    while not stop.is_set():
-        if os.getppid() != parent:
-            log.warning("worker: parent process %d is gone, stopping", parent)
-            stop.set()
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), _PARENT_CHECK_SECONDS)
-
-
-async def _work_until_signalled(settings: Settings, database_url: str, parent: int | None) -> None:
+async def _work_until_signalled(settings: Settings, database_url: str) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    watch = asyncio.create_task(_orphaned(parent, stop)) if parent is not None else None
     pool = create_pool(database_url, size=4, name="worker")
     await pool.open(wait=False)
     try:
@@ -88,14 +71,8 @@ async def _work_until_signalled(settings: Settings, database_url: str, parent: i
             log.info("worker: stopping")
     finally:
         await pool.close()
-        if watch is not None:
-            watch.cancel()
 
 
-def run_worker(settings: Settings, database_url: str, *, parent: int | None = None) -> None:
-    """Project and run scheduled jobs until SIGINT or SIGTERM (``ledger worker``).
-
-    With ``parent`` (a process id), also stop when that process is gone, so that a child
-    never outlives the server that started it, even one killed with SIGKILL.
-    """
-    asyncio.run(_work_until_signalled(settings, database_url, parent))
+def run_worker(settings: Settings, database_url: str) -> None:
+    """Project and run scheduled jobs until SIGINT or SIGTERM (``ledger worker``)."""
+    asyncio.run(_work_until_signalled(settings, database_url))

@@ -109,7 +109,8 @@ def asgi_server(
 
 def projector_supervisor() -> Supervisor:
     """The supervisor of the projector process, which inherits this process's environment."""
-    return Supervisor("projector", [sys.executable, "-m", "api.projector_process"])
+    command = [sys.executable, "-m", "api.projector_process", str(os.getpid())]
+    return Supervisor("projector", command)
 
 
 def serve(settings: Settings, database_url: str) -> None:

@@ -47,6 +47,15 @@ def wait_until(condition: Callable[[], bool], within: float = 20.0) -> None:
         time.sleep(0.02)
 
 
+def supervise_until(supervisor: Supervisor, condition: Callable[[], bool]) -> None:
+    """Run ``supervisor`` until ``condition`` holds, then stop it and wait for its child."""
+    supervisor.start()
+    try:
+        wait_until(condition)
+    finally:
+        supervisor.join(timeout=10)
+
+
 def restart_delays(caplog: pytest.LogCaptureFixture) -> list[float]:
     """The delays the supervisor announced before each restart, in order."""
     found = (re.search(r"restarting in ([\d.]+) s", r.getMessage()) for r in caplog.records)
@@ -58,11 +67,7 @@ def test_a_child_that_exits_is_started_again_and_its_exit_status_logged(
 ) -> None:
     caplog.set_level(logging.INFO, logger="api.supervisor")
     supervisor = Supervisor("child", EXITS_3, first_delay=0.01, max_delay=0.01)
-    supervisor.start()
-    try:
-        wait_until(lambda: supervisor.starts >= 3)
-    finally:
-        supervisor.join(timeout=10)
+    supervise_until(supervisor, lambda: supervisor.starts >= 3)
     assert any("exited unexpectedly (exit status 3)" in r.getMessage() for r in caplog.records)
 
 
@@ -71,11 +76,7 @@ def test_restarts_back_off_doubling_up_to_the_limit_while_the_child_keeps_dying(
 ) -> None:
     caplog.set_level(logging.INFO, logger="api.supervisor")
     supervisor = Supervisor("child", EXITS_3, first_delay=0.1, max_delay=0.4)
-    supervisor.start()
-    try:
-        wait_until(lambda: len(restart_delays(caplog)) >= 5)
-    finally:
-        supervisor.join(timeout=10)
+    supervise_until(supervisor, lambda: len(restart_delays(caplog)) >= 5)
     assert restart_delays(caplog)[:5] == [0.1, 0.2, 0.4, 0.4, 0.4]
 
 
@@ -84,11 +85,7 @@ def test_the_backoff_starts_over_after_a_child_that_lived_long_enough(
 ) -> None:
     caplog.set_level(logging.INFO, logger="api.supervisor")
     supervisor = Supervisor("child", EXITS_3, first_delay=0.1, max_delay=0.4, stable_after=0)
-    supervisor.start()
-    try:
-        wait_until(lambda: len(restart_delays(caplog)) >= 3)
-    finally:
-        supervisor.join(timeout=10)
+    supervise_until(supervisor, lambda: len(restart_delays(caplog)) >= 3)
     assert restart_delays(caplog)[:3] == [0.1, 0.1, 0.1]
 
 
