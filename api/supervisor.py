@@ -57,7 +57,8 @@ class Supervisor:
         self._stable_after = stable_after
         self._stopping = threading.Event()
         # Held while a child is started or signalled: no child starts after stop() looked.
-        self._lock = threading.Lock()
+        # Re-entrant: stop() runs in a signal handler, which may interrupt join() holding it.
+        self._lock = threading.RLock()
         self._child: subprocess.Popen[bytes] | None = None
         self._thread: threading.Thread | None = None
         self.starts = 0
