@@ -61,7 +61,8 @@ def create_app(
     """The app for one process, talking to the database at ``database_url``.
 
     With ``run_projectors`` the process also keeps the views current and runs the scheduled
-    jobs (``ledger serve``); without, it only answers requests (e.g. behind ``ledger worker``).
+    jobs (one process doing everything); without, it only answers requests, as the HTTP
+    workers of ``ledger serve`` do (its projector process, or ``ledger worker``, projects).
     ``serving_port`` is the port a server worker accepts connections on: connections there
     that stay silent past ``LEDGER_CLIENT_TIMEOUT`` are closed (:mod:`api.slow_clients`).
     """

@@ -12,6 +12,7 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
+from api.telemetry import PROJECTED_EVENTS
 from ledger.database import create_pool
 from ledger.sends import callback_url, plivo_api_for
 from ledger.settings import Settings
@@ -55,7 +56,11 @@ async def background_work(
         if plivo is not None
         else None
     )
-    runner = CatchUpRunner(database_url, projectors)
+    runner = CatchUpRunner(
+        database_url,
+        projectors,
+        on_applied=lambda name, batch: PROJECTED_EVENTS.labels(name).inc(batch.events),
+    )
     jobs = ScheduledJobs(
         pool,
         projectors,

@@ -1,18 +1,34 @@
-"""Run the app under the production ASGI server (granian), with N worker processes."""
+"""Run the app under the production ASGI server (granian): N HTTP worker processes, and one
+projector process beside them.
+
+The HTTP workers only answer requests; the projector process (:mod:`api.projector_process`)
+keeps the views current and runs the scheduled jobs and the sealer. Granian respawns an HTTP
+worker that dies; :class:`api.supervisor.Supervisor` restarts the projector process. On
+SIGTERM or SIGINT the workers drain their in-flight requests and the projector finishes its
+current batch, in parallel, and nothing of the server outlives it.
+"""
 
 from __future__ import annotations
 
 import errno
+import multiprocessing
 import os
 import shutil
 import socket
+import sys
 import tempfile
+from typing import Any
 
 from granian.constants import Interfaces
 from granian.http import HTTP1Settings
 from granian.server.mp import MPServer
 
+from api.supervisor import Supervisor
 from ledger.settings import Settings
+
+#: How long a stopping projector may take to finish its batch before it is killed. Its own
+#: runner cancels a batch still running after 5 s, so this is only ever reached if it hangs.
+PROJECTOR_STOP_SECONDS = 30.0
 
 
 class PortUnavailable(Exception):
@@ -54,16 +70,28 @@ def ensure_port_free(host: str, port: int) -> None:
             ) from None
 
 
+class SupervisingServer(MPServer):
+    """Granian's multi-process server, that also stops the supervised children as soon as
+    it is signalled, so that they stop while the HTTP workers drain, not after."""
+
+    supervised: tuple[Supervisor, ...] = ()
+
+    def signal_handler_interrupt(self, *args: Any, **kwargs: Any) -> None:
+        for supervisor in self.supervised:
+            supervisor.stop()
+        super().signal_handler_interrupt(*args, **kwargs)  # type: ignore[no-untyped-call]
+
+
 def asgi_server(
     target: str, *, host: str, port: int, workers: int, client_timeout: float = 30.0
-) -> MPServer:
+) -> SupervisingServer:
     """Granian serving the ASGI app factory ``target`` ("module:function") as in production.
 
     ``client_timeout`` bounds how long a client may take to send a request's headers, and
     how long an idle keep-alive connection stays open. The benchmarks serve their no-op
     baseline app with this too, so that the handler is the only difference between the two.
     """
-    return MPServer(
+    return SupervisingServer(
         target,
         address=host,
         port=port,
@@ -73,31 +101,51 @@ def asgi_server(
         log_access=False,
         backlog=2048,
         http1_settings=HTTP1Settings(header_read_timeout=round(client_timeout * 1000)),
+        # A worker that dies (a crash, the OOM killer, kill -9) is replaced; one that keeps
+        # dying within seconds of its start stops the server instead (granian's crash loop).
+        respawn_failed_workers=True,
     )
 
 
-def serve(settings: Settings, database_url: str) -> None:
-    """Serve until SIGINT/SIGTERM; workers drain in-flight requests before exiting.
+def projector_supervisor() -> Supervisor:
+    """The supervisor of the projector process, which inherits this process's environment."""
+    command = [sys.executable, "-m", "api.projector_process", str(os.getpid())]
+    return Supervisor("projector", command)
 
-    Workers are separate processes that build the app from the environment, so the resolved
-    database URL and listening address are handed to them there.
+
+def serve(settings: Settings, database_url: str) -> None:
+    """Serve until SIGINT/SIGTERM; workers drain in-flight requests before exiting, and the
+    projector process finishes its current batch.
+
+    Workers and the projector are separate processes that build their settings from the
+    environment, so the resolved database URL and listening address are handed to them there.
     """
     os.environ["DATABASE_URL"] = database_url
     os.environ["LEDGER_HOST"] = settings.host
     os.environ["LEDGER_PORT"] = str(settings.port)
-    metrics_dir = None
-    if settings.workers > 1:
-        # Each worker records its own metrics; a scrape must see the sum of all of them.
-        metrics_dir = tempfile.mkdtemp(prefix="ledger-metrics-")
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    # Every process records its own metrics (the projector's too); a scrape of any HTTP
+    # worker must see all of them. Set before any of them imports prometheus_client.
+    metrics_dir = tempfile.mkdtemp(prefix="ledger-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    # Workers start as fresh interpreters, not forks: a fork while the supervisor's thread
+    # holds a lock (writing a log line, starting the projector) would leave that lock held
+    # forever in the worker, which then hangs on its first use of it.
+    multiprocessing.set_start_method("spawn", force=True)
+    projector = projector_supervisor()
+    server = asgi_server(
+        "api.asgi:app",
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        client_timeout=settings.client_timeout.total_seconds(),
+    )
+    server.supervised = (projector,)
+    # Started once granian handles SIGTERM (so that a signal never leaves it unsupervised),
+    # joined once the HTTP workers have drained.
+    server.on_startup(projector.start)
+    server.on_shutdown(lambda: projector.join(PROJECTOR_STOP_SECONDS))
     try:
-        asgi_server(
-            "api.asgi:app",
-            host=settings.host,
-            port=settings.port,
-            workers=settings.workers,
-            client_timeout=settings.client_timeout.total_seconds(),
-        ).serve()
+        server.serve()
     finally:
-        if metrics_dir:
-            shutil.rmtree(metrics_dir, ignore_errors=True)
+        projector.join(PROJECTOR_STOP_SECONDS)
+        shutil.rmtree(metrics_dir, ignore_errors=True)

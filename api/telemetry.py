@@ -1,7 +1,11 @@
-"""Prometheus metrics of the service, shared by every worker process.
+"""Prometheus metrics of the service, shared by every process of ``ledger serve``.
 
-With several worker processes, ``ledger serve`` points ``PROMETHEUS_MULTIPROC_DIR`` at a
-fresh directory before they start, and a scrape sums what every worker recorded.
+``ledger serve`` points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory before it starts
+its HTTP workers and its projector process, and a scrape of any HTTP worker sums what every
+one of them recorded (counters and histograms of processes that died and were replaced
+included). The gauges are set by whichever HTTP worker answers a probe or a scrape, just
+before it answers, so a scrape shows the most recently written value (``mostrecent``), not
+the largest any worker, alive or dead, ever wrote.
 """
 
 from __future__ import annotations
@@ -54,29 +58,39 @@ PROJECTOR_EVENTS_BEHIND = Gauge(
     "ledger_projector_events_behind",
     "Events in the ledger not yet applied to a view.",
     ["projector"],
-    multiprocess_mode="max",
+    multiprocess_mode="mostrecent",
 )
 PROJECTOR_SECONDS_BEHIND = Gauge(
     "ledger_projector_seconds_behind",
     "Age of the oldest event not yet applied to a view.",
     ["projector"],
-    multiprocess_mode="max",
+    multiprocess_mode="mostrecent",
 )
 SEALED_POSITION = Gauge(
     "ledger_sealed_position",
     "Position of the last event sealed into a block.",
-    multiprocess_mode="max",
+    multiprocess_mode="mostrecent",
 )
 SEAL_LAG_SECONDS = Gauge(
     "ledger_seal_lag_seconds",
     "Age of the oldest event not yet sealed (0 when every event is sealed).",
-    multiprocess_mode="max",
+    multiprocess_mode="mostrecent",
 )
 DEAD_LETTERS = Gauge(
     "ledger_dead_letters",
     "Unresolved events a projector could not apply (counted up to 1,000).",
     ["projector"],
-    multiprocess_mode="max",
+    multiprocess_mode="mostrecent",
+)
+
+PROJECTED_EVENTS = Counter(
+    "ledger_projected_events_total",
+    "Events applied to a view by this server's projector process.",
+    ["projector"],
+)
+PROJECTOR_STARTS = Counter(
+    "ledger_projector_process_starts_total",
+    "Times the projector process was started (more than one: it died and was restarted).",
 )
 
 SENDS = Counter(

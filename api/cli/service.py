@@ -75,9 +75,10 @@ def _announce_database(settings: Settings, url: str, applied: list[str]) -> None
 def serve(settings: Settings, *, host: str | None, port: int | None, workers: int | None) -> None:
     """Migrate, then serve the API and keep the views current, until Ctrl-C or SIGTERM.
 
-    Uses the embedded PostgreSQL (data in LEDGER_DATA_DIR) unless DATABASE_URL is set.
-    Refuses to start if anything already listens on the port. On SIGTERM it stops taking
-    requests, finishes in-flight appends and exits 0.
+    Runs N HTTP worker processes and one projector process beside them; either is replaced
+    if it dies. Uses the embedded PostgreSQL (data in LEDGER_DATA_DIR) unless DATABASE_URL
+    is set. Refuses to start if anything already listens on the port. On SIGTERM it stops
+    taking requests, finishes in-flight appends and the projector's batch, and exits 0.
 
     Examples:
 
@@ -112,7 +113,8 @@ def serve(settings: Settings, *, host: str | None, port: int | None, workers: in
             _say("WARNING: signature checks are OFF (LEDGER_INSECURE_SKIP_SIGNATURES)")
         _say(
             f"listening on http://{settings.host}:{settings.port} "
-            f"({settings.workers} worker{'s' * (settings.workers > 1)}); "
+            f"({settings.workers} HTTP worker{'s' * (settings.workers > 1)} + 1 projector "
+            "process); "
             f"Plivo callback URL: {settings.callback_base_url}/plivo/status"
         )
         serve_forever(settings, urls.service)
