@@ -17,6 +17,7 @@ from psycopg_pool import PoolTimeout, TooManyRequests
 from api.background import background_work
 from api.body_limit import drain_oversized_bodies
 from api.callbacks import receive_status
+from api.feed_hub import FeedHub
 from api.messages import MessageController
 from api.openapi import openapi_config, static_assets
 from api.ops import health, metrics, ready
@@ -25,6 +26,7 @@ from api.reports import daily
 from api.seals import SealController
 from api.services import Services
 from api.slow_clients import SilentConnectionReaper, body_deadline
+from api.stream import stream
 from api.telemetry import APPEND_BATCH, CALLBACKS
 from ledger.database import create_pool
 from ledger.group_commit import GroupCommitter
@@ -99,7 +101,9 @@ def create_app(
         )
         if reaper is not None:
             reaper.start()
-        app.state.services = Services(settings, pool, ops_pool, committer, tokens)
+        feed = FeedHub(pool, database_url, buffer=settings.stream_buffer)
+        await feed.start()
+        app.state.services = Services(settings, pool, ops_pool, committer, tokens, feed)
         try:
             async with contextlib.AsyncExitStack() as background:
                 if run_projectors:
@@ -110,6 +114,7 @@ def create_app(
         finally:
             if reaper is not None:
                 reaper.stop()
+            await feed.stop()
             # In-flight appends finish before the pools go: every 200 was a commit.
             await committer.close()
             for closing in (ingest_pool, pool, ops_pool):
@@ -121,6 +126,7 @@ def create_app(
             MessageController,
             SealController,
             daily,
+            stream,
             health,
             ready,
             metrics,

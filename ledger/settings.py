@@ -56,6 +56,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     append_batch_max: int = 256
     append_flushers: int = 2
     metrics_max_days: int = 366
+    stream_buffer: int = 1000
     log_level: str = "INFO"
     owner_database_url: str | None = None
     plivo_retired_auth_tokens: tuple[str, ...] = ()
@@ -219,6 +220,10 @@ _SOURCES: dict[str, tuple[str, Parser]] = {
     "LEDGER_METRICS_MAX_DAYS": (
         "metrics_max_days",
         lambda n, v: _int(n, v, minimum=1, maximum=3660, example=366),
+    ),
+    "LEDGER_STREAM_BUFFER": (
+        "stream_buffer",
+        lambda n, v: _int(n, v, minimum=1, maximum=1_000_000, example=1000),
     ),
     "LEDGER_LOG_LEVEL": ("log_level", _log_level),
     "LEDGER_OWNER_DATABASE_URL": (
