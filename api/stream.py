@@ -102,11 +102,12 @@ async def _follow(
     svc: Services, hub: FeedHub, only: FeedFilter, start: Checkpoint | None
 ) -> AsyncIterator[ServerSentEventMessage]:
     """The stream's messages: catch-up from ``start`` (None: from now), then live."""
-    yield ServerSentEventMessage(data=None, comment="ledger live feed", retry=RETRY_MS)
+    opening = ServerSentEventMessage(data=None, comment="ledger live feed", retry=RETRY_MS)
     subscriber = Subscriber(only, hub.buffer)
     after = start
     try:
         if after is not None:
+            yield opening
             # Most of the history first, outside the hub, so a long catch-up cannot overflow
             # the subscriber's buffer.
             async for event in _catch_up(svc, only, after):
@@ -114,6 +115,8 @@ async def _follow(
                 yield _message(event)
         joined = await hub.join(subscriber)
         if after is None:
+            # Sent once joined: a client that starts "from now" knows when now was.
+            yield opening
             after = joined
         async for event in _catch_up(svc, only, after):
             after = event.checkpoint
@@ -164,7 +167,8 @@ def _dropped(buffer: int, after: Checkpoint) -> ServerSentEventMessage:
     description="Every event that passes the transaction-id fence, in fence order, as SSE "
     "events of type ledger_event whose id is the event's checkpoint "
     "(<transaction id>-<position>). Resume with the Last-Event-ID header (or last_event_id) "
-    "set to the last id received; without either, the stream starts at the ledger's head. "
+    "set to the last id received (0-0: from the ledger's first event); without either, the "
+    "stream starts at the ledger's head. "
     "A client that falls LEDGER_STREAM_BUFFER events behind gets an 'error' event and is "
     "disconnected. Browsers' EventSource, which cannot send headers, may pass the token as "
     "?token=.",
