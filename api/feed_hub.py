@@ -86,18 +86,21 @@ class Subscriber:
         if self._cutoff is not None:
             self._cutoff.cancel()
 
-    async def next(self, within: float) -> FeedEvent | None:
-        """The next buffered event, or None if none came within ``within`` seconds or the subscriber
-        was dropped (see :attr:`dropped`)."""
+    async def take(self, within: float) -> list[FeedEvent]:
+        """Every buffered event, waiting up to ``within`` seconds for one; empty if none
+        came or the subscriber was dropped (see :attr:`dropped`)."""
         while not self.dropped:
             if not self.queue.empty():
-                return self.queue.get_nowait()
+                taken = []
+                while not self.queue.empty():
+                    taken.append(self.queue.get_nowait())
+                return taken
             self._changed.clear()
             try:
                 await asyncio.wait_for(self._changed.wait(), within)
             except TimeoutError:
-                return None
-        return None
+                return []
+        return []
 
 
 class FeedHub:

@@ -12,6 +12,7 @@ between the two is missed), then follows the hub, skipping what it already sent.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -83,7 +84,21 @@ def parse_event_id(value: str) -> Checkpoint:
     return Checkpoint(int(match[1]), int(match[2]))
 
 
-def _message(event: FeedEvent) -> ServerSentEventMessage:
+class _Encoded(ServerSentEventMessage):
+    """Messages already in wire form: Litestar sends what :meth:`encode` returns."""
+
+    def __init__(self, raw: bytes) -> None:
+        super().__init__()
+        self.raw = raw
+
+    def encode(self) -> bytes:
+        """The messages as they go on the wire."""
+        return self.raw
+
+
+@functools.lru_cache(maxsize=8192)
+def _wire(event: FeedEvent) -> bytes:
+    """One event as an SSE message, encoded once per process however many clients get it."""
     data = StreamEvent(
         position=event.position,
         message_uuid=event.message_uuid,
@@ -95,7 +110,12 @@ def _message(event: FeedEvent) -> ServerSentEventMessage:
     )
     return ServerSentEventMessage(
         data=_encode(data).decode(), id=event_id(event.checkpoint), event="ledger_event"
-    )
+    ).encode()
+
+
+def _messages(events: list[FeedEvent]) -> _Encoded:
+    """Several events in one chunk: one write per page or wake-up, not one per event."""
+    return _Encoded(b"".join(_wire(event) for event in events))
 
 
 async def _follow(
@@ -110,38 +130,42 @@ async def _follow(
             yield opening
             # Most of the history first, outside the hub, so a long catch-up cannot overflow
             # the subscriber's buffer.
-            async for event in _catch_up(svc, only, after):
-                after = event.checkpoint
-                yield _message(event)
+            async for page in _catch_up(svc, only, after):
+                after = page[-1].checkpoint
+                yield _messages(page)
         joined = await hub.join(subscriber)
         if after is None:
             # Sent once joined: a client that starts "from now" knows when now was.
             yield opening
             after = joined
-        async for event in _catch_up(svc, only, after):
-            after = event.checkpoint
-            yield _message(event)
+        async for page in _catch_up(svc, only, after):
+            after = page[-1].checkpoint
+            yield _messages(page)
         while True:
-            live = await subscriber.next(KEEPALIVE_SECONDS)
+            taken = await subscriber.take(KEEPALIVE_SECONDS)
             if subscriber.dropped:
                 yield _dropped(hub.buffer, after)
                 return
-            if live is None:
+            # What the catch-up already sent is skipped: fence order makes that one test.
+            fresh = [event for event in taken if event.checkpoint > after]
+            if fresh:
+                after = fresh[-1].checkpoint
+                yield _messages(fresh)
+            elif not taken:
                 yield ServerSentEventMessage(data=None, comment="keepalive")
-            elif live.checkpoint > after:
-                after = live.checkpoint
-                yield _message(live)
     finally:
         hub.leave(subscriber)
 
 
-async def _catch_up(svc: Services, only: FeedFilter, after: Checkpoint) -> AsyncIterator[FeedEvent]:
-    """Every settled event after ``after`` that passes ``only``, up to the fence."""
+async def _catch_up(
+    svc: Services, only: FeedFilter, after: Checkpoint
+) -> AsyncIterator[list[FeedEvent]]:
+    """Every settled event after ``after`` that passes ``only``, up to the fence, by pages."""
     while True:
         async with svc.pool.connection() as conn:
             page = await read_feed(conn, after, CATCH_UP_PAGE, only)
-        for event in page:
-            yield event
+        if page:
+            yield page
         if len(page) < CATCH_UP_PAGE:
             return
         after = page[-1].checkpoint
