@@ -41,6 +41,7 @@ BENCHMARKS = (
     "size",
     "verify",
     "lag",
+    "stream",
     "growth",
     "sweep",
 )
@@ -172,6 +173,10 @@ def _runner(name: str) -> Callable[[Options], list[Section]]:
         from bench import lag
 
         return lambda opts: [lag.run(opts)]
+    if name == "stream":
+        from bench import stream
+
+        return lambda opts: [stream.run(opts)]
     if name == "growth":
         from bench import growth
 
