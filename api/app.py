@@ -17,6 +17,8 @@ from psycopg_pool import PoolTimeout, TooManyRequests
 from api.background import background_work
 from api.body_limit import drain_oversized_bodies
 from api.callbacks import receive_status
+from api.dashboard import dashboard
+from api.error_codes import error_codes
 from api.feed_hub import FeedHub
 from api.messages import MessageController
 from api.openapi import openapi_config, static_assets
@@ -126,11 +128,13 @@ def create_app(
             MessageController,
             SealController,
             daily,
+            error_codes,
             stream,
             health,
             ready,
             metrics,
             static_assets(),
+            dashboard(),
         ],
         lifespan=[lifespan],
         # Logging is configured by api.logs (level from LEDGER_LOG_LEVEL, phone numbers
