@@ -113,11 +113,11 @@ async function daily({ start, end }, meanings) {
   $("#tile-units").textContent = count(totals.units);
 
   chart("chart-daily", {
-    type: "line",
+    type: "bar",
     data: {
       labels: days.map((d) => d.day),
       datasets: [{
-        label: "delivery rate", borderColor: "#2f6fde", backgroundColor: "#2f6fde", tension: 0.2,
+        label: "delivery rate", backgroundColor: "#2f6fde", maxBarThickness: 48,
         data: days.map((d) => (d.delivery_rate === null ? null : d.delivery_rate * 100)),
       }],
     },
