@@ -25,12 +25,13 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
 from api.simulate import lifecycle
-from tests.conftest import API_TOKEN, PLIVO_TOKEN, PUBLIC_URL, run_ledger
+from tests.conftest import API_TOKEN
 from tests.reliability.conftest import (
     AUTHORIZED,
     LedgerServer,
     ServerFleet,
     signed,
+    simulate,
     wait_for_projections,
 )
 
@@ -52,18 +53,8 @@ async def filled(
     database_url = module_databases()
     server = module_servers.create(database_url, name="dashboard")
     cwd = tmp_path_factory.mktemp("simulate")
-    result = run_ledger(
-        "simulate",
-        "--url",
-        server.base_url,
-        *("--messages", "300", "--since", "2h", "--seed", "11", "--to", RECIPIENT),
-        cwd=cwd,
-        env={
-            "PLIVO_AUTH_TOKEN": PLIVO_TOKEN,
-            "LEDGER_PUBLIC_URL": PUBLIC_URL,
-            "LEDGER_DATA_DIR": str(cwd),
-        },
-        timeout=120,
+    result = simulate(
+        server.base_url, f"--messages 300 --since 2h --seed 11 --to '{RECIPIENT}'", cwd=cwd
     )
     assert result.returncode == 0, result.stderr
     await wait_for_projections(database_url)
