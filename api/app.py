@@ -16,6 +16,7 @@ from psycopg_pool import PoolTimeout, TooManyRequests
 
 from api.background import background_work
 from api.body_limit import drain_oversized_bodies
+from api.breakdown import metrics_breakdown
 from api.callbacks import receive_status
 from api.messages import MessageController
 from api.openapi import openapi_config, static_assets
@@ -121,6 +122,7 @@ def create_app(
             MessageController,
             SealController,
             daily,
+            metrics_breakdown,
             health,
             ready,
             metrics,
