@@ -16,6 +16,7 @@ from psycopg_pool import PoolTimeout, TooManyRequests
 
 from api.background import background_work
 from api.body_limit import drain_oversized_bodies
+from api.breakdown import metrics_breakdown
 from api.callbacks import receive_status
 from api.dashboard import dashboard
 from api.error_codes import error_codes
@@ -128,6 +129,7 @@ def create_app(
             MessageController,
             SealController,
             daily,
+            metrics_breakdown,
             error_codes,
             stream,
             health,
