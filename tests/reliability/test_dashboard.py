@@ -160,6 +160,50 @@ def test_the_charts_show_the_apis_numbers(browser: WebDriver, filled: LedgerServ
     assert browser.find_element(By.ID, "tile-cost").text == f"{amount / delivered:.5f}"
 
 
+def test_the_breakdown_panels_show_the_apis_numbers(
+    browser: WebDriver, filled: LedgerServer
+) -> None:
+    open_dashboard(browser, filled, API_TOKEN)
+    hours = api(filled, f"/v1/metrics/breakdown?{day_range()}&by=hour&limit=1000")
+    rows = sorted(hours["rows"], key=lambda row: row["hour"])
+    hourly = chart_data(browser, "chart-hourly")
+    assert len(hourly["labels"]) == len(rows) > 0
+    assert hourly["values"][0] == pytest.approx(
+        [None if r["delivery_rate"] is None else r["delivery_rate"] * 100 for r in rows]
+    )
+    for canvas, stage in (("chart-queue", "queue"), ("chart-carrier", "carrier")):
+        counts = [bucket["count"] for bucket in hours["latency"][stage]]
+        assert sum(counts) > 0
+        assert chart_data(browser, canvas)["values"][0] == counts
+
+    table = api(filled, f"/v1/metrics/breakdown?{day_range()}&by=country,carrier&limit=500")
+    shown = [
+        (r.get_attribute("data-country"), r.get_attribute("data-carrier"), r.text)
+        for r in browser.find_elements(By.CSS_SELECTOR, "#countries tbody tr")
+    ]
+    expected = sorted(table["rows"], key=lambda row: -row["messages"])
+    assert [(country, carrier) for country, carrier, _ in shown] == [
+        (row["country"], row["carrier"]) for row in expected
+    ]
+    for (_, _, text), row in zip(shown, expected, strict=True):
+        assert f"{row['messages']:,}" in text
+        if row["cost_per_delivered"] is not None:
+            assert f"{float(row['cost_per_delivered']):.5f}" in text
+
+
+def test_the_country_table_sorts_by_rate(browser: WebDriver, filled: LedgerServer) -> None:
+    open_dashboard(browser, filled, API_TOKEN)
+    browser.find_element(By.CSS_SELECTOR, "[data-sort=delivery_rate]").click()
+    table = api(filled, f"/v1/metrics/breakdown?{day_range()}&by=country,carrier&limit=500")
+    rates = {(r["country"], r["carrier"]): r["delivery_rate"] or -1.0 for r in table["rows"]}
+    shown = [
+        rates[(r.get_attribute("data-country"), r.get_attribute("data-carrier"))]
+        for r in browser.find_elements(By.CSS_SELECTOR, "#countries tbody tr")
+    ]
+    assert len(shown) == len(rates)
+    assert shown == sorted(shown, reverse=True)
+
+
 def test_the_first_load_with_all_panels_is_quick(browser: WebDriver, filled: LedgerServer) -> None:
     open_dashboard(browser, filled, API_TOKEN)  # warm: the measured load is not the first
     seconds = open_dashboard(browser, filled, API_TOKEN)

@@ -48,8 +48,14 @@ const percent = (rate) => (rate === null || rate === undefined ? "–" : `${(rat
 const count = (n) => (n === null || n === undefined ? "–" : Number(n).toLocaleString("en-US"));
 const money = (amount) => (amount === null || amount === undefined || Number.isNaN(amount)
   ? "–" : Number(amount).toFixed(5));
-const millis = (ms) => (ms === null || ms === undefined ? "–"
-  : ms >= 1000 ? `${(ms / 1000).toFixed(1)} s` : `${Math.round(ms)} ms`);
+function millis(ms) {
+  if (ms === null || ms === undefined) return "–";
+  const short = (n) => String(Number(n.toFixed(1)));
+  if (ms >= 3600000) return `${short(ms / 3600000)} h`;
+  if (ms >= 60000) return `${short(ms / 60000)} min`;
+  if (ms >= 1000) return `${short(ms / 1000)} s`;
+  return `${Math.round(ms)} ms`;
+}
 const isoDay = (date) => date.toISOString().slice(0, 10);
 
 function cell(text, className) {
@@ -204,7 +210,7 @@ function renderCountries() {
   const value = (r) => (r[key] === null || r[key] === undefined ? -1 : Number(r[key]));
   const sorted = [...countryRows].sort((a, b) => value(b) - value(a) || b.messages - a.messages);
   $("#countries tbody").replaceChildren(...sorted.map((r) => row([
-    r.country ?? "unknown", r.carrier ?? "unknown", cell(count(r.messages), "num"),
+    r.country || "unknown", r.carrier || "unknown", cell(count(r.messages), "num"),
     cell(count(r.delivered), "num"), cell(percent(r.delivery_rate), "num"),
     cell(percent(r.delivery_rate_with_sent), "num"), cell(millis(r.queue_p95_ms), "num"),
     cell(millis(r.carrier_p95_ms), "num"), cell(money(r.cost_per_delivered === null ? null : Number(r.cost_per_delivered)), "num"),
