@@ -14,6 +14,7 @@ from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.plugins.problem_details import ProblemDetailsPlugin
 from psycopg_pool import PoolTimeout, TooManyRequests
 
+from api.alerts import list_alerts
 from api.background import background_work
 from api.body_limit import drain_oversized_bodies
 from api.breakdown import metrics_breakdown
@@ -130,6 +131,7 @@ def create_app(
             SealController,
             daily,
             metrics_breakdown,
+            list_alerts,
             error_codes,
             stream,
             health,

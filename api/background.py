@@ -14,6 +14,7 @@ from psycopg_pool import AsyncConnectionPool
 from ledger.database import create_pool
 from ledger.settings import Settings
 from ledger.system_events import system_key
+from projections.alerts import AlertRule, AlertWebhook
 from projections.registry import build_projectors
 from projections.runner import CatchUpRunner
 from projections.scheduler import ScheduledJobs
@@ -33,8 +34,19 @@ async def background_work(
     """
     projectors = build_projectors(settings)
     runner = CatchUpRunner(database_url, projectors)
+    webhook = (
+        AlertWebhook(settings.alert_webhook_url, settings.alert_webhook_secret)
+        if settings.alert_webhook_url and settings.alert_webhook_secret
+        else None
+    )
     jobs = ScheduledJobs(
-        pool, projectors, expire_after=settings.expire_after, system_key=system_key(settings)
+        pool,
+        projectors,
+        expire_after=settings.expire_after,
+        system_key=system_key(settings),
+        alert_rule=AlertRule.from_settings(settings),
+        alert_every=settings.alert_every,
+        alert_webhook=webhook,
     )
     sealer = Sealer(
         database_url,

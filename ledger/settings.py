@@ -386,6 +386,11 @@ def load_settings(
         for name, (field, parse) in _SOURCES.items()
         if source.get(name, "").strip()
     }
+    if values.get("alert_webhook_url") and not values.get("alert_webhook_secret"):
+        raise SettingsError(
+            "LEDGER_ALERT_WEBHOOK_URL is set but LEDGER_ALERT_WEBHOOK_SECRET is not: set the"
+            " receiver's whsec_ secret, so that it can check each delivery's signature"
+        )
     return Settings(**values)  # type: ignore[arg-type]
 
 

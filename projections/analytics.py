@@ -198,10 +198,12 @@ def _error_family(code: sql.Composable) -> sql.Composable:
     )
 
 
-def _cell(relation: str, sign: int) -> sql.Composable:
-    """Each fact of ``relation`` as its contribution to its cube cell, with ``sign`` 1 to add
-    it or -1 to take it out. The lookups are part of the view (rebuilt when their data
-    changes), so a fact's cell is the same when it is taken out as when it was put in."""
+def placed(relation: str, passed: Sequence[str] = ()) -> sql.Composable:
+    """Each fact of ``relation`` (a relation with the facts' columns) with its cell's
+    dimensions (:data:`KEY`), units, amount, its latency buckets ``qb`` (queue) and ``cb``
+    (carrier), and the ``passed`` columns of the relation as they are. A statement using it
+    defines the :func:`lookups` CTEs. The lookups are part of the view (rebuilt when their
+    data changes), so a fact's cell is the same when it is taken out as when it was put in."""
 
     def column(name: str) -> sql.Identifier:
         return sql.Identifier("r", name)
@@ -209,8 +211,8 @@ def _cell(relation: str, sign: int) -> sql.Composable:
     mnc = sql.SQL(
         "CASE WHEN length(r.mnc) <= 4 AND ltrim(r.mnc, '0123456789') = '' THEN r.mnc::integer END"
     )
-    dims = sql.SQL(
-        "SELECT r.hour,"
+    return sql.SQL(
+        "SELECT r.hour,{passed}"
         " CASE WHEN r.mcc IS NULL THEN coalesce(num.country, '')"
         "  ELSE coalesce(net.country, home.country, '') END AS country,"
         " CASE WHEN r.mcc IS NULL THEN ''"
@@ -232,6 +234,7 @@ def _cell(relation: str, sign: int) -> sql.Composable:
         "  WHERE x.mcc IS NULL ORDER BY x.message_uuid, n DESC) AS num"
         "  ON num.message_uuid = r.message_uuid"
     ).format(
+        passed=sql.SQL("").join(sql.SQL(" {},").format(column(name)) for name in passed),
         prefixes=sql.Identifier(NUMBER_PREFIXES),
         longest=sql.Literal(MAX_PREFIX),
         family=_error_family(column("error_code")),
@@ -242,6 +245,11 @@ def _cell(relation: str, sign: int) -> sql.Composable:
         mnc=mnc,
         any=sql.Literal(ANY_NETWORK),
     )
+
+
+def _cell(relation: str, sign: int) -> sql.Composable:
+    """Each fact of ``relation`` as its contribution to its cube cell, with ``sign`` 1 to add
+    it or -1 to take it out."""
     buckets = [
         sql.SQL("CASE WHEN {} = {} THEN {} ELSE 0 END AS {}").format(
             sql.Identifier(short), sql.Literal(i), sql.Literal(sign), sql.Identifier(name)
@@ -253,7 +261,10 @@ def _cell(relation: str, sign: int) -> sql.Composable:
         "SELECT {key}, {sign} AS messages, {sign} * units AS units,"
         " {sign} * total_amount AS total_amount, {buckets} FROM ({dims}) AS d"
     ).format(
-        key=_names(KEY), sign=sql.Literal(sign), buckets=sql.SQL(", ").join(buckets), dims=dims
+        key=_names(KEY),
+        sign=sql.Literal(sign),
+        buckets=sql.SQL(", ").join(buckets),
+        dims=placed(relation),
     )
 
 
@@ -368,7 +379,17 @@ class DeliveryAnalyticsProjector:
     name = "delivery_analytics"
     tables: tuple[str, ...] = (FACTS, COUNTS, ALERTS)
 
-    def __init__(self, timezone: str = "UTC", tag_key: str = "campaign") -> None:
+    def __init__(
+        self,
+        timezone: str = "UTC",
+        tag_key: str = "campaign",
+        *,
+        derived: Sequence[DDL] = (),
+        derived_parameters: Mapping[str, Any] | None = None,
+    ) -> None:
+        """``derived`` are statements that recompute state derived from the facts (the
+        alerts of :mod:`projections.alerts`) once a rebuild has filled them, with
+        ``derived_parameters``."""
         try:
             ZoneInfo(timezone)
         except (ZoneInfoNotFoundError, ValueError):
@@ -379,6 +400,8 @@ class DeliveryAnalyticsProjector:
             raise ValueError(f"tag key {tag_key!r} is not 1-64 letters, digits, '_', '.' or '-'")
         self.timezone = timezone
         self.tag_key = tag_key
+        self._derived = tuple(derived)
+        self._derived_parameters = dict(derived_parameters or {})
         identity = f"{timezone}\0{tag_key}\0{DATA_VERSION}".encode()
         self.version = _FOLD_VERSION * 1_000_000 + zlib.crc32(identity) % 1_000_000
 
@@ -404,9 +427,13 @@ class DeliveryAnalyticsProjector:
         return _BUILD
 
     def finish_build(self) -> Sequence[DDL]:
-        """The cube, from the facts. (Alerts are recomputed by their scheduled job.)"""
-        return [_cube()]
+        """The cube, from the facts, and the derived statements (the alerts)."""
+        return [_cube(), *self._derived]
 
     def parameters(self) -> Mapping[str, Any]:
         """The zone whose hours messages are counted under, and the tag's payload key."""
-        return {"analytics_zone": self.timezone, "analytics_tag": f"tag.{self.tag_key}"}
+        return {
+            **self._derived_parameters,
+            "analytics_zone": self.timezone,
+            "analytics_tag": f"tag.{self.tag_key}",
+        }

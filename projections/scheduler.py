@@ -1,4 +1,5 @@
-"""Periodic jobs on APScheduler 3.x: the expiry sweep, and a catch-up tick as a safety net.
+"""Periodic jobs on APScheduler 3.x: the expiry sweep, the delivery-drop alerts, and a
+catch-up tick as a safety net.
 
 APScheduler 3 does not coordinate processes, and every process that runs ``ledger serve`` or
 ``ledger worker`` schedules the same jobs. So each run first claims its period in Postgres
@@ -21,6 +22,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from psycopg_pool import AsyncConnectionPool
 
+from projections.alerts import AlertRule, AlertWebhook, WebhookFailed, alert_events, evaluate
 from projections.base import Projector
 from projections.catch_up import DEFAULT_BATCH_SIZE, catch_up_unclaimed
 from projections.checkpoints import VersionMismatch
@@ -31,6 +33,7 @@ log = logging.getLogger(__name__)
 
 EXPIRE_JOB: Final = "expire"
 CATCH_UP_JOB: Final = "catch_up"
+ALERT_JOB: Final = "alerts"
 
 
 class ScheduledJobs:
@@ -48,10 +51,15 @@ class ScheduledJobs:
         catch_up_every: timedelta = timedelta(seconds=30),
         catch_up_batches: int = 10,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        alert_rule: AlertRule | None = None,
+        alert_every: timedelta = timedelta(minutes=15),
+        alert_webhook: AlertWebhook | None = None,
     ) -> None:
         """``expire_after`` is ``Settings.expire_after`` and ``system_key`` signs the expiry
         events (:mod:`ledger.system_events`); ``expire_limit`` bounds one sweep and
-        ``catch_up_batches`` one tick, so that no run can grow without bound."""
+        ``catch_up_batches`` one tick, so that no run can grow without bound. With an
+        ``alert_rule``, the delivery-drop alerts are evaluated every ``alert_every`` and
+        their changes posted to ``alert_webhook`` if there is one."""
         self._pool = pool
         self._projectors = tuple(projectors)
         self._expire_after = expire_after
@@ -61,23 +69,29 @@ class ScheduledJobs:
         self._catch_up_every = catch_up_every
         self._catch_up_batches = catch_up_batches
         self._batch_size = batch_size
+        self._alert_rule = alert_rule
+        self._alert_every = alert_every
+        self._alert_webhook = alert_webhook
         self._scheduler: AsyncIOScheduler | None = None
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
 
     async def start(self) -> None:
-        """Schedule both jobs on an ``AsyncIOScheduler`` in the running event loop.
+        """Schedule the jobs on an ``AsyncIOScheduler`` in the running event loop.
 
         Missed runs coalesce into one, and a job never overlaps itself in one process.
         """
         if self._scheduler is not None:
             raise RuntimeError("the scheduled jobs are already started")
         scheduler = AsyncIOScheduler(timezone=UTC)
-        for job, function, every in (
+        jobs = [
             (EXPIRE_JOB, self.expire, self._expire_every),
             (CATCH_UP_JOB, self.catch_up, self._catch_up_every),
-        ):
+        ]
+        if self._alert_rule is not None:
+            jobs.append((ALERT_JOB, self.alerts, self._alert_every))
+        for job, function, every in jobs:
             scheduler.add_job(
                 function,
                 IntervalTrigger(seconds=every.total_seconds(), timezone=UTC),
@@ -147,6 +161,30 @@ class ScheduledJobs:
                     system_key=self._system_key,
                     limit=self._expire_limit,
                 )
+            return True
+
+    async def alerts(self) -> bool:
+        """Evaluate the delivery-drop alerts (see :mod:`projections.alerts`) and post their
+        changes to the webhook; whether this process ran it. The table is replaced in one
+        statement before anything is posted, so a failing receiver never holds it back
+        (the events it missed are logged, and not posted again)."""
+        with self._running():
+            if self._alert_rule is None or not await self.claim(ALERT_JOB, self._alert_every):
+                return False
+            async with self._pool.connection() as conn:
+                evaluation = await evaluate(conn, self._alert_rule)
+            if evaluation.started or evaluation.resolved:
+                log.warning(
+                    "delivery alerts: %d firing (%d new, %d resolved)",
+                    len(evaluation.firing),
+                    len(evaluation.started),
+                    len(evaluation.resolved),
+                )
+            if self._alert_webhook is not None and (events := alert_events(evaluation)):
+                try:
+                    await self._alert_webhook.send(events)
+                except WebhookFailed as error:
+                    log.error("alert webhook: %s", error)
             return True
 
     async def catch_up(self) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import rich_click as click
 
-from api.cli.analysts import metrics
+from api.cli.analysts import alerts, metrics
 from api.cli.common import CommandError, fail
 from api.cli.operations import replay, token
 from api.cli.service import migrate, serve, worker
@@ -23,7 +23,7 @@ click.rich_click.TEXT_MARKUP = "markdown"
 #: Help panels and their commands, in the order a newcomer needs them.
 PANELS = (
     ("Run the service", (serve, worker, migrate)),
-    ("Support and analysts", (audit, status, messages, metrics)),
+    ("Support and analysts", (audit, status, messages, metrics, alerts)),
     ("Prove", (verify, seal)),
     ("Operate", (replay, token, simulate)),
 )

@@ -1,4 +1,4 @@
-"""Analysts' reads: ``ledger metrics``."""
+"""Analysts' reads: ``ledger metrics`` and ``ledger alerts``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import rich_click as click
 from rich.table import Table
@@ -15,6 +16,7 @@ from api.cli.common import CommandError, pass_settings, print_json, read, show, 
 from api.cli.times import NotATime, day_in, parse_when
 from api.reports import RangeError, check_range, metrics_csv
 from ledger.settings import Settings
+from projections.alerts import Alert, Alerts, firing_alerts
 from projections.breakdown import Breakdown, breakdown
 from projections.queries import DELIVERY_OUTCOMES, IN_FLIGHT, daily_metrics, histogram_quantile
 from projections.views import DailyMetrics
@@ -270,3 +272,51 @@ def _breakdown(
         show(f"no messages from {start_day} to {end_day} (hours in {settings.timezone})")
     else:
         show(breakdown_table(result, settings.timezone))
+
+
+def alerts_table(alerts: Sequence[Alert], zone: str) -> Table:
+    """One line per firing alert, largest drop first."""
+    numbers = ("messages", "rate", "baseline", "drop pp")
+    grid = table("country", "carrier", "sender", *numbers, f"since ({zone})", right=numbers)
+    for alert in alerts:
+        grid.add_row(
+            alert.country or "all",
+            alert.carrier or "all",
+            alert.sender or "all",
+            str(alert.messages),
+            _rate(alert.delivery_rate),
+            _rate(alert.baseline_rate),
+            f"{alert.drop:.1f}",
+            alert.since.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M"),
+        )
+    grid.caption = (
+        "the last 60 min against the same 60 min of the previous 7 days; messages: final "
+        "outcomes in the window (sent counts in LEDGER_SENT_AS_DELIVERED countries)."
+    )
+    grid.caption_justify = "left"
+    return grid
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON, as GET /v1/alerts.")
+@pass_settings
+def alerts(settings: Settings, *, as_json: bool) -> None:
+    """Delivery-drop alerts firing now, largest drop first.
+
+    A country, a carrier in a country, or a sender fires when its delivery rate over the
+    last 60 minutes is LEDGER_ALERT_DROP (10pp by default) below the same 60 minutes over
+    the previous 7 days, with LEDGER_ALERT_MIN_MESSAGES (100) final outcomes in both. The
+    service re-evaluates them every LEDGER_ALERT_EVERY (15m).
+
+    ```
+    ledger alerts
+    ledger alerts --json
+    ```
+    """
+    found = read(settings, firing_alerts)
+    if as_json:
+        print_json(Alerts(alerts=found))
+    elif not found:
+        show("no delivery alert is firing")
+    else:
+        show(alerts_table(found, settings.timezone))
