@@ -5,8 +5,10 @@ However many clients ``GET /v1/stream`` has, a process reads the ledger once: a
 never inside them) on one connection, reads the newly settled events behind the
 transaction-id fence, and hands each to every subscriber whose filter it passes. While events
 keep coming it reads again after :data:`BUSY_INTERVAL` (a commit may settle without a
-notification of its own: they are debounced); when a read finds nothing, the interval
-doubles up to :data:`IDLE_INTERVAL`. With no subscribers it reads nothing.
+notification of its own: they are debounced), and for :data:`EXPECT_FOR` after a
+notification even while it finds nothing (the commit may wait behind the fence for an
+older transaction to end); otherwise each empty read doubles the interval up to
+:data:`IDLE_INTERVAL`. With no subscribers it reads nothing.
 
 Each subscriber's buffer is bounded: one that falls :attr:`FeedHub.buffer` events behind is
 dropped (:attr:`Subscriber.dropped`), never buffered without bound; the stream then tells
@@ -34,6 +36,9 @@ log = logging.getLogger(__name__)
 BUSY_INTERVAL: Final = 0.02
 #: The longest the hub goes without looking while it has subscribers.
 IDLE_INTERVAL: Final = 1.0
+#: How long after a notification the hub keeps the busy pace while it finds nothing: the
+#: notified commit may sit behind the fence until an older transaction ends.
+EXPECT_FOR: Final = 2.0
 #: Events per read of the ledger.
 PAGE: Final = 1000
 #: How long a dropped subscriber's stream has to tell its client and end before it is
@@ -171,6 +176,10 @@ class FeedHub:
 
     async def _read(self) -> None:
         interval = BUSY_INTERVAL
+        # Until when a notified commit may still be hidden behind the fence (a transaction
+        # that began before it has not ended yet): look at the busy pace until then.
+        expecting_until = 0.0
+        loop = asyncio.get_running_loop()
         while not self._stopping.is_set():
             try:
                 await self._admit()
@@ -182,7 +191,12 @@ class FeedHub:
                     found = len(events)
                 if found == PAGE:
                     continue
-                interval = BUSY_INTERVAL if found else min(interval * 2, IDLE_INTERVAL)
+                if found:
+                    expecting_until = 0.0
+                if found or loop.time() < expecting_until:
+                    interval = BUSY_INTERVAL
+                else:
+                    interval = min(interval * 2, IDLE_INTERVAL)
             except (psycopg.Error, OSError) as error:
                 log.warning("live feed: %s; retrying in %.1f s", first_line(error), IDLE_INTERVAL)
                 interval = IDLE_INTERVAL
@@ -194,6 +208,7 @@ class FeedHub:
             if self._wakeup.is_set():
                 self._wakeup.clear()
                 interval = BUSY_INTERVAL
+                expecting_until = loop.time() + EXPECT_FOR
 
     def _fan_out(self, events: list[FeedEvent]) -> None:
         if not events:

@@ -51,12 +51,29 @@ async def filled(
 ) -> LedgerServer:
     """A server whose ledger ``ledger simulate`` filled, with every view caught up."""
     database_url = module_databases()
-    server = module_servers.create(database_url, name="dashboard")
+    # Alerts evaluated every 2 s, from 5 messages on: the drop made below fires at once.
+    server = module_servers.create(
+        database_url,
+        name="dashboard",
+        env={"LEDGER_ALERT_EVERY": "2s", "LEDGER_ALERT_MIN_MESSAGES": "5"},
+    )
     cwd = tmp_path_factory.mktemp("simulate")
     result = simulate(
         server.base_url, f"--messages 300 --since 2h --seed 11 --to '{RECIPIENT}'", cwd=cwd
     )
     assert result.returncode == 0, result.stderr
+    # A delivery drop: this hour yesterday every message was delivered, now many fail.
+    rng, now = random.Random(5), datetime.now(UTC)
+    drop = [(now - timedelta(days=1, minutes=10), "delivered")] * 20
+    drop += [(now - timedelta(minutes=10), "failed")] * 20
+    async with httpx.AsyncClient(base_url=server.base_url) as client:
+        for start, outcome in drop:
+            for params in lifecycle(rng, start, outcome=outcome):
+                callback = signed(params)
+                response = await client.post(
+                    "/plivo/status", content=callback.body, headers=callback.headers
+                )
+                assert response.status_code == 200, response.text
     await wait_for_projections(database_url)
     return server
 
@@ -189,6 +206,21 @@ def test_the_breakdown_panels_show_the_apis_numbers(
         assert f"{row['messages']:,}" in text
         if row["cost_per_delivered"] is not None:
             assert f"{float(row['cost_per_delivered']):.5f}" in text
+
+
+def test_the_firing_alerts_are_listed(browser: WebDriver, filled: LedgerServer) -> None:
+    deadline = time.monotonic() + 20
+    while not (firing := api(filled, "/v1/alerts")["alerts"]) and time.monotonic() < deadline:
+        time.sleep(0.5)  # evaluated every 2 s here
+    assert firing, "the delivery drop made by the fixture did not fire"
+    open_dashboard(browser, filled, API_TOKEN)
+    rows = browser.find_elements(By.CSS_SELECTOR, "#alerts tbody tr")
+    assert len(rows) == len(firing)
+    for shown, alert in zip(rows, firing, strict=True):
+        assert f"{alert['delivery_rate'] * 100:.1f} %" in shown.text
+        assert f"{alert['baseline_rate'] * 100:.1f} %" in shown.text
+        assert f"{alert['drop']:.1f} pp" in shown.text
+        assert (alert["country"] or alert["sender"]) in (shown.get_attribute("data-where") or "")
 
 
 def test_the_country_table_sorts_by_rate(browser: WebDriver, filled: LedgerServer) -> None:

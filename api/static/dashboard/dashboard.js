@@ -220,11 +220,14 @@ function renderCountries() {
 
 async function alerts() {
   const { alerts: firing } = await api("/v1/alerts");
+  // carrier or sender null: the alert is for every one of them (a sender's has no country).
+  const where = (a) => (a.sender ? `sender ${a.sender}`
+    : a.carrier ? `${a.country} · ${a.carrier}` : `${a.country} · every carrier`);
   $("#alerts tbody").replaceChildren(...firing.map((a) => row([
-    [a.country, a.carrier, a.sender].filter(Boolean).join(" · ") || "everywhere",
-    cell(percent(a.delivery_rate), "num"), cell(percent(a.baseline_rate), "num"),
+    where(a), cell(count(a.messages), "num"), cell(percent(a.delivery_rate), "num"),
+    cell(percent(a.baseline_rate), "num"), cell(`${a.drop.toFixed(1)} pp`, "num"),
     new Date(a.since).toLocaleString(),
-  ])));
+  ], { "data-where": where(a) })));
   note("panel-alerts", firing.length ? "" : "No alert is firing.");
 }
 
