@@ -22,7 +22,7 @@ from uuid import UUID
 import msgspec
 from litestar import get
 from litestar.di import NamedDependency, Provide
-from litestar.params import Parameter, QueryParameter
+from litestar.params import HeaderParameter, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from api.auth import require_token_or_query
@@ -220,7 +220,11 @@ async def stream(
         ),
     ] = None,
     last_event_id_header: Annotated[
-        str | None, Parameter(header="Last-Event-ID", required=False)
+        str | None,
+        HeaderParameter(
+            name="Last-Event-ID",
+            description="The id of the last event received: resume right after it.",
+        ),
     ] = None,
     last_event_id: Annotated[
         str | None,
