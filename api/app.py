@@ -30,7 +30,7 @@ from api.reports import daily
 from api.seals import SealController
 from api.services import Services
 from api.slow_clients import SilentConnectionReaper, body_deadline
-from api.stream import stream
+from api.stream import stream, wire
 from api.telemetry import APPEND_BATCH, CALLBACKS
 from ledger.database import create_pool
 from ledger.group_commit import GroupCommitter
@@ -105,7 +105,7 @@ def create_app(
         )
         if reaper is not None:
             reaper.start()
-        feed = FeedHub(pool, database_url, buffer=settings.stream_buffer)
+        feed = FeedHub(pool, database_url, buffer=settings.stream_buffer, render=wire)
         await feed.start()
         app.state.services = Services(settings, pool, ops_pool, committer, tokens, feed)
         try:

@@ -10,6 +10,7 @@ notification even while it finds nothing (the commit may wait behind the fence f
 older transaction to end); otherwise each empty read doubles the interval up to
 :data:`IDLE_INTERVAL`. With no subscribers it reads nothing.
 
+Each event is rendered once (the stream's wire form), however many subscribers get it.
 Each subscriber's buffer is bounded: one that falls :attr:`FeedHub.buffer` events behind is
 dropped (:attr:`Subscriber.dropped`), never buffered without bound; the stream then tells
 its client to reconnect with ``Last-Event-ID``, which resumes from the ledger itself.
@@ -20,8 +21,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any, Final
 
+import msgspec
 import psycopg
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
@@ -49,6 +52,13 @@ _LISTEN_SLICE: Final = 0.25
 _RECONNECT_DELAY: Final = 1.0
 
 
+class Rendered(msgspec.Struct, frozen=True):
+    """An event with its wire form, rendered once per process for every subscriber."""
+
+    event: FeedEvent
+    wire: bytes
+
+
 class Subscriber:
     """One stream client's place in the hub: its filter and its bounded buffer.
 
@@ -58,30 +68,30 @@ class Subscriber:
 
     def __init__(self, only: FeedFilter, buffer: int) -> None:
         self.only = only
+        self.buffer = buffer
         self._task = asyncio.current_task()
-        self.queue: asyncio.Queue[FeedEvent] = asyncio.Queue(maxsize=buffer)
+        self._pending: list[Rendered] = []
         #: Set once the hub has dropped this subscriber for falling behind.
         self.dropped = False
         self._cutoff: asyncio.TimerHandle | None = None
         self._changed = asyncio.Event()
         self.joined: asyncio.Future[Checkpoint] = asyncio.get_running_loop().create_future()
 
-    def offer(self, event: FeedEvent) -> bool:
-        """Buffer ``event`` if it passes the filter; False if the buffer is full."""
-        if not self.only.matches(event):
+    def offer(self, batch: list[Rendered]) -> bool:
+        """Buffer the events of ``batch`` that pass the filter; False if they do not fit."""
+        chosen = batch if self.only.everything else [r for r in batch if self.only.matches(r.event)]
+        if not chosen:
             return True
-        try:
-            self.queue.put_nowait(event)
-        except asyncio.QueueFull:
+        if len(self._pending) + len(chosen) > self.buffer:
             return False
+        self._pending.extend(chosen)
         self._changed.set()
         return True
 
     def drop(self) -> None:
         """Mark as dropped and release the buffer: nothing more is kept for this client."""
         self.dropped = True
-        while not self.queue.empty():
-            self.queue.get_nowait()
+        self._pending = []
         self._changed.set()
         if self._task is not None:
             self._cutoff = asyncio.get_running_loop().call_later(DROP_GRACE, self._task.cancel)
@@ -91,14 +101,12 @@ class Subscriber:
         if self._cutoff is not None:
             self._cutoff.cancel()
 
-    async def take(self, within: float) -> list[FeedEvent]:
+    async def take(self, within: float) -> list[Rendered]:
         """Every buffered event, waiting up to ``within`` seconds for one; empty if none
         came or the subscriber was dropped (see :attr:`dropped`)."""
         while not self.dropped:
-            if not self.queue.empty():
-                taken = []
-                while not self.queue.empty():
-                    taken.append(self.queue.get_nowait())
+            if self._pending:
+                taken, self._pending = self._pending, []
                 return taken
             self._changed.clear()
             try:
@@ -111,9 +119,17 @@ class Subscriber:
 class FeedHub:
     """The process's single reader of the live feed (see the module docstring)."""
 
-    def __init__(self, pool: AsyncConnectionPool[Any], database_url: str, *, buffer: int) -> None:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[Any],
+        database_url: str,
+        *,
+        buffer: int,
+        render: Callable[[FeedEvent], bytes],
+    ) -> None:
         self.pool = pool
         self.buffer = buffer
+        self._render = render
         self._url = database_url
         self._subscribers: set[Subscriber] = set()
         self._joining: list[Subscriber] = []
@@ -213,13 +229,12 @@ class FeedHub:
     def _fan_out(self, events: list[FeedEvent]) -> None:
         if not events:
             return
+        batch = [Rendered(event, self._render(event)) for event in events]
         for subscriber in list(self._subscribers):
-            for event in events:
-                if not subscriber.offer(event):
-                    log.info("live feed: dropped a client %d events behind", self.buffer)
-                    self._subscribers.discard(subscriber)
-                    subscriber.drop()
-                    break
+            if not subscriber.offer(batch):
+                log.info("live feed: dropped a client %d events behind", self.buffer)
+                self._subscribers.discard(subscriber)
+                subscriber.drop()
         self._head = events[-1].checkpoint
 
     async def _listen(self) -> None:

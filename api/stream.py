@@ -12,7 +12,6 @@ between the two is missed), then follows the hub, skipping what it already sent.
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -96,9 +95,8 @@ class _Encoded(ServerSentEventMessage):
         return self.raw
 
 
-@functools.lru_cache(maxsize=8192)
-def _wire(event: FeedEvent) -> bytes:
-    """One event as an SSE message, encoded once per process however many clients get it."""
+def wire(event: FeedEvent) -> bytes:
+    """One event as an SSE message (the hub renders each once, for every client)."""
     data = StreamEvent(
         position=event.position,
         message_uuid=event.message_uuid,
@@ -113,9 +111,9 @@ def _wire(event: FeedEvent) -> bytes:
     ).encode()
 
 
-def _messages(events: list[FeedEvent]) -> _Encoded:
+def _messages(wires: list[bytes]) -> _Encoded:
     """Several events in one chunk: one write per page or wake-up, not one per event."""
-    return _Encoded(b"".join(_wire(event) for event in events))
+    return _Encoded(b"".join(wires))
 
 
 async def _follow(
@@ -132,7 +130,7 @@ async def _follow(
             # the subscriber's buffer.
             async for page in _catch_up(svc, only, after):
                 after = page[-1].checkpoint
-                yield _messages(page)
+                yield _messages([wire(event) for event in page])
         joined = await hub.join(subscriber)
         if after is None:
             # Sent once joined: a client that starts "from now" knows when now was.
@@ -140,17 +138,17 @@ async def _follow(
             after = joined
         async for page in _catch_up(svc, only, after):
             after = page[-1].checkpoint
-            yield _messages(page)
+            yield _messages([wire(event) for event in page])
         while True:
             taken = await subscriber.take(KEEPALIVE_SECONDS)
             if subscriber.dropped:
                 yield _dropped(hub.buffer, after)
                 return
             # What the catch-up already sent is skipped: fence order makes that one test.
-            fresh = [event for event in taken if event.checkpoint > after]
+            fresh = [rendered for rendered in taken if rendered.event.checkpoint > after]
             if fresh:
-                after = fresh[-1].checkpoint
-                yield _messages(fresh)
+                after = fresh[-1].event.checkpoint
+                yield _messages([rendered.wire for rendered in fresh])
             elif not taken:
                 yield ServerSentEventMessage(data=None, comment="keepalive")
     finally:

@@ -28,6 +28,11 @@ class FeedFilter(msgspec.Struct, frozen=True, kw_only=True):
     status: str | None = None
     to_number: str | None = None
 
+    @property
+    def everything(self) -> bool:
+        """Whether no filter is set (every event passes)."""
+        return self.message_uuid is None and self.status is None and self.to_number is None
+
     def matches(self, event: FeedEvent) -> bool:
         """Whether ``event`` passes, exactly as :func:`read_feed`'s SQL decides."""
         return (

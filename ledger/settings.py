@@ -68,7 +68,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     append_batch_max: int = 256
     append_flushers: int = 2
     metrics_max_days: int = 366
-    stream_buffer: int = 1000
+    stream_buffer: int = 10_000
     log_level: str = "INFO"
     owner_database_url: str | None = None
     plivo_retired_auth_tokens: tuple[str, ...] = ()
@@ -291,7 +291,7 @@ _SOURCES: dict[str, tuple[str, Parser]] = {
     ),
     "LEDGER_STREAM_BUFFER": (
         "stream_buffer",
-        lambda n, v: _int(n, v, minimum=1, maximum=1_000_000, example=1000),
+        lambda n, v: _int(n, v, minimum=1, maximum=1_000_000, example=10000),
     ),
     "LEDGER_LOG_LEVEL": ("log_level", _log_level),
     "LEDGER_OWNER_DATABASE_URL": (
