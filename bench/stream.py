@@ -22,6 +22,7 @@ import time
 from datetime import datetime
 
 import msgspec
+import psutil  # type: ignore[import-untyped]  # no stubs installed
 
 from bench import loadgen
 from bench.harness import (
@@ -101,9 +102,9 @@ class _Client:
 
 
 async def _run(
-    server: Server, requests: list[bytes], rate: float
+    server: Server, requests: list[bytes], rate: float, *, clients_count: int = CLIENTS
 ) -> tuple[loadgen.OpenLoopResult, list[_Client], dict[int, float]]:
-    clients = [_Client(server, measuring=n < MEASURING) for n in range(CLIENTS)]
+    clients = [_Client(server, measuring=n < MEASURING) for n in range(clients_count)]
     stop = asyncio.Event()
     readers = [asyncio.create_task(client.run(stop)) for client in clients]
     await asyncio.wait_for(asyncio.gather(*(c.joined.wait() for c in clients)), 30)
@@ -133,15 +134,27 @@ def run(opts: Options) -> Section:
         f" {opts.fixed_seconds:g}s"
     )
     count = int(opts.rate * opts.fixed_seconds)
-    callbacks = lifecycle_order(signed_callbacks(count, seed=5, shuffle=False), opts.rate)[:count]
+    # Two runs on one server, each with callbacks of its own: without stream clients (the
+    # baseline: what the machine gives the ingest right now), then with them.
+    callbacks = lifecycle_order(signed_callbacks(2 * count, seed=5, shuffle=False), opts.rate)[
+        : 2 * count
+    ]
     with (
         database(opts.database_url, "stream") as db,
         ledger_server(db, workers=opts.lag_workers, name="stream", env=opts.server_env) as server,
     ):
         requests = [raw_post(callback, server.port) for callback in callbacks]
-        meter = CpuMeter(server.cpu_groups() | {"postgres": db.processes})
+        groups = server.cpu_groups() | {
+            "postgres": db.processes,
+            "bench client": lambda: [psutil.Process()],
+        }
+        meter = CpuMeter(groups)
         meter.start()
-        result, clients, acked = loadgen.run(_run(server, requests, opts.rate))
+        baseline, _, _ = loadgen.run(_run(server, requests[:count], opts.rate, clients_count=0))
+        alone = meter.stop()
+        meter = CpuMeter(groups)
+        meter.start()
+        result, clients, acked = loadgen.run(_run(server, requests[count:], opts.rate))
         used = meter.stop()
     lower = [
         client.received[p] - acked[p] for client in clients for p in client.received if p in acked
@@ -173,6 +186,10 @@ def run(opts: Options) -> Section:
         f" {len(appended):,} appended events exactly once; the other {CLIENTS - MEASURING}"
         f" counted {counts[0]:,} to {counts[-1]:,} events each; latency from recorded_at"
         f" {high}; from the 200 {low}"
+    )
+    section.note(
+        f"baseline, the same rate without stream clients: ack {Latencies.of(baseline.latencies)};"
+        f" {describe_cpu(alone)}; CPU per callback: {cpu_per_callback(alone, baseline.sent)}"
     )
     section.note(
         f"ingest meanwhile: {result.sent:,} sent, answers {dict(result.statuses)}, ack"
