@@ -50,7 +50,7 @@ def moment(field: str, text: str, zone: ZoneInfo, *, end: bool) -> datetime:
             day = date.fromisoformat(text.strip())
             return datetime.combine(day + timedelta(days=1 if end else 0), time(), zone)
         at = datetime.fromisoformat(text.strip())
-    except ValueError:
+    except (ValueError, OverflowError):  # not a date, or one with no next day (9999-12-31)
         raise BadQuery(
             field,
             f"{field}={text!r} is not an ISO date or time: write e.g. 2026-11-23 or "
@@ -153,8 +153,21 @@ async def metrics_breakdown(
     request: Request[Any, Any, Any],
     svc: NamedDependency[Services],
     *,
-    start: FromQuery[str],
-    end: FromQuery[str],
+    start: Annotated[
+        str,
+        QueryParameter(
+            format="date",
+            description="first day (ISO date, its midnight in LEDGER_TIMEZONE) or an ISO date"
+            " and time",
+        ),
+    ],
+    end: Annotated[
+        str,
+        QueryParameter(
+            format="date",
+            description="last day, included (ISO date), or an ISO date and time (excluded)",
+        ),
+    ],
     by: FromQuery[str | None] = None,
     status: FromQuery[str | None] = None,
     country: FromQuery[str | None] = None,

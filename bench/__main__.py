@@ -43,6 +43,7 @@ BENCHMARKS = (
     "lag",
     "stream",
     "growth",
+    "breakdown",
     "sweep",
 )
 DEFAULT = tuple(name for name in BENCHMARKS if name != "sweep")
@@ -181,6 +182,10 @@ def _runner(name: str) -> Callable[[Options], list[Section]]:
         from bench import growth
 
         return lambda opts: [growth.run(opts)]
+    if name == "breakdown":
+        from bench import breakdown
+
+        return lambda opts: [breakdown.run(opts)]
     raise KeyError(name)
 
 

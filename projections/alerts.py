@@ -33,7 +33,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 
 from ledger.settings import DropThreshold, Settings
 from ledger.webhooks import signed_headers
-from projections.analytics import ALERTS, FACTS, lookups, placed
+from projections.analytics import ALERTS, FACTS, lookup_parameters, lookups, placed
 from projections.breakdown import DELIVERED, OUTCOMES
 
 log = logging.getLogger(__name__)
@@ -159,6 +159,7 @@ def _statement(rule: AlertRule) -> sql.Composed:
 def parameters(rule: AlertRule, now: datetime | None) -> dict[str, Any]:
     """The statement's parameters; ``now`` None is the database's clock."""
     return {
+        **lookup_parameters(),
         "alert_now": now,
         "alert_window": rule.window,
         "alert_days": rule.baseline_days,

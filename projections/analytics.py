@@ -32,6 +32,7 @@ from __future__ import annotations
 import functools
 import zlib
 from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -162,26 +163,42 @@ _ALERTS_TABLE: Final = sql.SQL(
 def lookups() -> sql.Composable:
     """The CTEs ``analytics_networks (mcc, mnc, country, carrier)`` and
     ``analytics_number_prefixes (prefix, country)``: the lookup data of
-    :mod:`projections.networks` as literal rows of the statements that place messages (so
-    that no table has to be filled before a view can be fed), built once per process."""
-    return _lookups()
+    :mod:`projections.networks`, passed to the statements that place messages as array
+    parameters (:func:`lookup_parameters`), so that no table has to be filled before a view
+    can be fed, and the statements stay small to plan."""
+    return _LOOKUPS
+
+
+_LOOKUPS: Final = sql.SQL(
+    "{networks} AS (SELECT * FROM unnest(%(analytics_net_mcc)s::text[],"
+    " %(analytics_net_mnc)s::integer[], %(analytics_net_country)s::text[],"
+    " %(analytics_net_carrier)s::text[]) AS n(mcc, mnc, country, carrier)),"
+    " {prefixes} AS (SELECT * FROM unnest(%(analytics_prefix)s::text[],"
+    " %(analytics_prefix_country)s::text[]) AS p(prefix, country))"
+).format(networks=sql.Identifier(NETWORKS), prefixes=sql.Identifier(NUMBER_PREFIXES))
+
+
+def _array(values: Sequence[object]) -> str:
+    """A PostgreSQL array literal: every element quoted, backslashes and quotes escaped."""
+    quoted = (str(v).replace("\\", "\\\\").replace('"', '\\"') for v in values)
+    return "{" + ",".join(f'"{v}"' for v in quoted) + "}"
 
 
 @functools.cache
-def _lookups() -> sql.Composable:
-    def values(rows: Sequence[tuple[Any, ...]]) -> sql.Composable:
-        return sql.SQL(", ").join(
-            sql.SQL("({})").format(sql.SQL(", ").join(sql.Literal(v) for v in row)) for row in rows
-        )
-
-    return sql.SQL(
-        "{networks} (mcc, mnc, country, carrier) AS (VALUES {network_rows}),"
-        " {prefixes} (prefix, country) AS (VALUES {prefix_rows})"
-    ).format(
-        networks=sql.Identifier(NETWORKS),
-        network_rows=values(network_rows()),
-        prefixes=sql.Identifier(NUMBER_PREFIXES),
-        prefix_rows=values(number_prefix_rows()),
+def lookup_parameters() -> Mapping[str, str]:
+    """The lookup data as the columns :func:`lookups` reads, each an array literal rendered
+    once per process: adapting thousands of list items for every batch would cost the
+    projector more than the fold."""
+    networks, prefixes = network_rows(), number_prefix_rows()
+    return MappingProxyType(
+        {
+            "analytics_net_mcc": _array([row[0] for row in networks]),
+            "analytics_net_mnc": _array([row[1] for row in networks]),
+            "analytics_net_country": _array([row[2] for row in networks]),
+            "analytics_net_carrier": _array([row[3] for row in networks]),
+            "analytics_prefix": _array([row[0] for row in prefixes]),
+            "analytics_prefix_country": _array([row[1] for row in prefixes]),
+        }
     )
 
 
@@ -228,11 +245,13 @@ def placed(relation: str, passed: Sequence[str] = ()) -> sql.Composable:
         " LEFT JOIN {networks} AS home ON home.mcc = r.mcc AND home.mnc = {any}"
         # The longest prefix of the number found, for the messages without an MCC: hash
         # joins of each number's prefixes, instead of a search per message.
-        " LEFT JOIN (SELECT DISTINCT ON (x.message_uuid) x.message_uuid, p.country"
+        # (Per message and number: a relation may hold a message's old and new facts.)
+        " LEFT JOIN (SELECT DISTINCT ON (x.message_uuid, x.to_number) x.message_uuid,"
+        "  x.to_number, p.country"
         "  FROM {relation} AS x CROSS JOIN generate_series(1, {longest}) AS n"
         "  JOIN {prefixes} AS p ON p.prefix = left(x.to_number, n)"
-        "  WHERE x.mcc IS NULL ORDER BY x.message_uuid, n DESC) AS num"
-        "  ON num.message_uuid = r.message_uuid"
+        "  WHERE x.mcc IS NULL ORDER BY x.message_uuid, x.to_number, n DESC) AS num"
+        "  ON num.message_uuid = r.message_uuid AND num.to_number = r.to_number"
     ).format(
         passed=sql.SQL("").join(sql.SQL(" {},").format(column(name)) for name in passed),
         prefixes=sql.Identifier(NUMBER_PREFIXES),
@@ -247,12 +266,14 @@ def placed(relation: str, passed: Sequence[str] = ()) -> sql.Composable:
     )
 
 
-def _cell(relation: str, sign: int) -> sql.Composable:
+def _cell(relation: str, sign: int | None = None) -> sql.Composable:
     """Each fact of ``relation`` as its contribution to its cube cell, with ``sign`` 1 to add
-    it or -1 to take it out."""
+    it or -1 to take it out (None: the relation's own ``sign`` column says, so that the
+    facts taken out and put in are placed in one pass)."""
+    signed = sql.Literal(sign) if sign is not None else sql.Identifier("sign")
     buckets = [
         sql.SQL("CASE WHEN {} = {} THEN {} ELSE 0 END AS {}").format(
-            sql.Identifier(short), sql.Literal(i), sql.Literal(sign), sql.Identifier(name)
+            sql.Identifier(short), sql.Literal(i), signed, sql.Identifier(name)
         )
         for stage, short in zip(STAGES, ("qb", "cb"), strict=True)
         for i, name in enumerate(bucket_columns(stage))
@@ -262,9 +283,9 @@ def _cell(relation: str, sign: int) -> sql.Composable:
         " {sign} * total_amount AS total_amount, {buckets} FROM ({dims}) AS d"
     ).format(
         key=_names(KEY),
-        sign=sql.Literal(sign),
+        sign=signed,
         buckets=sql.SQL(", ").join(buckets),
-        dims=placed(relation),
+        dims=placed(relation, () if sign is not None else ("sign",)),
     )
 
 
@@ -308,7 +329,9 @@ def _apply() -> sql.Composable:
         "{lookups}, {fold}, analytics_old AS (SELECT * FROM {facts}"
         "  WHERE message_uuid IN (SELECT message_uuid FROM {folded})),"
         " analytics_saved AS ({facts_upsert} RETURNING *),"
-        " analytics_delta AS (SELECT {key}, {sums} FROM ({removed} UNION ALL {added}) AS changes"
+        " analytics_changes AS (SELECT *, -1 AS sign FROM analytics_old"
+        "  UNION ALL SELECT *, 1 FROM analytics_saved),"
+        " analytics_delta AS (SELECT {key}, {sums} FROM ({changes}) AS changes"
         "  GROUP BY {key} HAVING {changed}),"
         " analytics_cells AS (SELECT {key}, c.messages IS NOT NULL AS stored, {counted},"
         "  trim_scale(coalesce(c.total_amount, 0) + d.total_amount) AS total_amount"
@@ -327,8 +350,7 @@ def _apply() -> sql.Composable:
         facts_upsert=_FACTS_UPSERT,
         key=_names(KEY),
         sums=_sums(MEASURES),
-        removed=_cell("analytics_old", -1),
-        added=_cell("analytics_saved", 1),
+        changes=_cell("analytics_changes"),
         changed=sql.SQL(" OR ").join(
             sql.SQL("sum({}) <> 0").format(sql.Identifier(name)) for name in MEASURES
         ),
@@ -431,8 +453,10 @@ class DeliveryAnalyticsProjector:
         return [_cube(), *self._derived]
 
     def parameters(self) -> Mapping[str, Any]:
-        """The zone whose hours messages are counted under, and the tag's payload key."""
+        """The lookup data, the zone whose hours messages are counted under, the tag's payload
+        key, and the derived statements' parameters."""
         return {
+            **lookup_parameters(),
             **self._derived_parameters,
             "analytics_zone": self.timezone,
             "analytics_tag": f"tag.{self.tag_key}",

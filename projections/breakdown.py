@@ -123,7 +123,7 @@ def _statement(query: BreakdownQuery) -> tuple[sql.Composed, dict[str, Any]]:
         "delivered": list(DELIVERED),
         "outcomes": list(OUTCOMES),
         "counted": list(query.sent_as_delivered),
-        "limit": query.limit + 1,  # the total row comes first
+        "limit": query.limit,
     }
     conditions: list[sql.Composable] = [
         sql.SQL("hour >= date_trunc('hour', %(start)s::timestamptz, %(zone)s) AND hour < %(end)s")
@@ -133,17 +133,21 @@ def _statement(query: BreakdownQuery) -> tuple[sql.Composed, dict[str, Any]]:
             conditions.append(_in(column, f"filter_{column}"))
             params[f"filter_{column}"] = list(values)
     buckets = [name for stage in STAGES for name in bucket_columns(stage)]
+    measures = ["messages", "delivered", "outcomes", "sent_counted", "units", "amount", *buckets]
+    # Groups first, then the total as a sum over the groups (a handful of rows), so that
+    # each cell is aggregated once, and the plain GROUP BY may use parallel workers.
     statement = sql.SQL(
-        "SELECT {dims}, GROUPING({dims}) <> 0 AS total,"
+        "WITH breakdown_groups AS (SELECT {dims},"
         " sum(messages)::bigint AS messages,"
         " coalesce(sum(messages) FILTER (WHERE {delivered}), 0)::bigint AS delivered,"
         " coalesce(sum(messages) FILTER (WHERE {outcomes}), 0)::bigint AS outcomes,"
         " coalesce(sum(messages) FILTER (WHERE status = 'sent' AND {counted}), 0)::bigint"
         "  AS sent_counted,"
         " sum(units)::bigint AS units, trim_scale(sum(total_amount)) AS amount, {buckets}"
-        " FROM {counts} WHERE {where}"
-        " GROUP BY GROUPING SETS (({dims}), ())"
-        " ORDER BY total DESC, messages DESC, {dims} LIMIT %(limit)s"
+        " FROM {counts} WHERE {where} GROUP BY {dims})"
+        " SELECT true AS total, {nulls}, {totals} FROM breakdown_groups"
+        " UNION ALL (SELECT false, {dims}, {measures} FROM breakdown_groups"
+        "  ORDER BY messages DESC, {dims} LIMIT %(limit)s)"
     ).format(
         dims=dims,
         delivered=_in("status", "delivered"),
@@ -154,6 +158,19 @@ def _statement(query: BreakdownQuery) -> tuple[sql.Composed, dict[str, Any]]:
         ),
         counts=sql.Identifier(COUNTS),
         where=sql.SQL(" AND ").join(conditions),
+        nulls=sql.SQL(", ").join(
+            sql.SQL("NULL::{} AS {}").format(
+                sql.SQL("timestamptz" if d == "hour" else "text"), sql.Identifier(d)
+            )
+            for d in query.by
+        ),
+        totals=sql.SQL(", ").join(
+            sql.SQL("sum({0})::bigint AS {0}").format(sql.Identifier(m))
+            if m != "amount"
+            else sql.SQL("sum(amount) AS amount")
+            for m in measures
+        ),
+        measures=sql.SQL(", ").join(sql.Identifier(m) for m in measures),
     )
     return statement, params
 
@@ -204,7 +221,7 @@ def _latency(total: dict[str, Any] | None) -> Latency:
 
 async def breakdown(conn: psycopg.AsyncConnection[Any], query: BreakdownQuery) -> Breakdown:
     """The breakdown ``query`` asks for, in one scan of the cube's hours in range (the
-    groups and the total over them, which gives the latency histograms, in one pass)."""
+    groups, and the total over them, which gives the latency histograms)."""
     if not query.by or len(set(query.by)) != len(query.by):
         raise ValueError("by must name one or more distinct dimensions")
     if not 1 <= query.limit <= MAX_ROWS:

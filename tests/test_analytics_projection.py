@@ -21,8 +21,10 @@ from projections.analytics import (
     LATENCY_BOUNDS,
     DeliveryAnalyticsProjector,
     bucket_columns,
+    lookup_parameters,
+    lookups,
 )
-from projections.networks import DATA_VERSION
+from projections.networks import DATA_VERSION, network_rows
 from projections.registry import build_projectors, projector_named
 from tests.test_status_projection import (
     Conn,
@@ -257,3 +259,15 @@ def test_a_bad_tag_key_or_zone_is_refused() -> None:
         DeliveryAnalyticsProjector(tag_key="no spaces")
     with pytest.raises(ValueError, match="time zone"):
         DeliveryAnalyticsProjector(timezone="Mars/Olympus")
+
+
+async def test_the_lookup_data_reaches_sql_exactly(conn: Conn) -> None:
+    params = lookup_parameters()
+    cursor = await conn.execute(
+        sql.SQL("WITH {} SELECT mcc, mnc, country, carrier FROM analytics_networks").format(
+            lookups()
+        ),
+        params,
+    )
+    assert tuple(await cursor.fetchall()) == network_rows()
+    assert any('"' in row[3] for row in network_rows())  # quotes survive the array literal

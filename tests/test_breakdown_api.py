@@ -170,3 +170,19 @@ async def test_a_bad_query_is_a_clear_400(
 async def test_the_breakdown_needs_a_token(client_without_projectors: Client) -> None:
     response = await client_without_projectors.get("/v1/metrics/breakdown", params=RANGE)
     assert response.status_code == 401
+
+
+async def test_start_and_end_may_be_times(
+    client_without_projectors: Client, auth: dict[str, str], traffic: None
+) -> None:
+    inside = await get(
+        client_without_projectors,
+        auth,
+        start="2026-03-01T10:30:00+00:00",
+        end="2026-03-01T11:00:00Z",
+    )
+    assert sum(row["messages"] for row in inside["rows"]) == 8  # hour cells: from 10:00
+    after = await get(
+        client_without_projectors, auth, start="2026-03-01T11:00:00", end="2026-03-02"
+    )
+    assert after["rows"] == []
