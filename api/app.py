@@ -14,9 +14,14 @@ from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.plugins.problem_details import ProblemDetailsPlugin
 from psycopg_pool import PoolTimeout, TooManyRequests
 
+from api.alerts import list_alerts
 from api.background import background_work
 from api.body_limit import drain_oversized_bodies
+from api.breakdown import metrics_breakdown
 from api.callbacks import receive_status
+from api.dashboard import dashboard
+from api.error_codes import error_codes
+from api.feed_hub import FeedHub
 from api.messages import MessageController
 from api.openapi import openapi_config, static_assets
 from api.ops import health, metrics, ready
@@ -26,6 +31,7 @@ from api.seals import SealController
 from api.sends import send_message
 from api.services import Services
 from api.slow_clients import SilentConnectionReaper, body_deadline
+from api.stream import stream, wire
 from api.telemetry import APPEND_BATCH, CALLBACK_OUTCOMES
 from ledger.database import create_pool
 from ledger.group_commit import GroupCommitter
@@ -102,9 +108,11 @@ def create_app(
         )
         if reaper is not None:
             reaper.start()
+        feed = FeedHub(pool, database_url, buffer=settings.stream_buffer, render=wire)
+        await feed.start()
         plivo = plivo_api_for(settings)
         app.state.services = Services(
-            settings, pool, ops_pool, committer, tokens, settings.send_tokens, plivo
+            settings, pool, ops_pool, committer, tokens, feed, settings.send_tokens, plivo
         )
         try:
             async with contextlib.AsyncExitStack() as background:
@@ -116,6 +124,7 @@ def create_app(
         finally:
             if reaper is not None:
                 reaper.stop()
+            await feed.stop()
             # In-flight appends finish before the pools go: every 200 was a commit.
             await committer.close()
             for closing in (ingest_pool, pool, ops_pool):
@@ -131,10 +140,15 @@ def create_app(
             SealController,
             daily,
             daily_by_tag,
+            metrics_breakdown,
+            list_alerts,
+            error_codes,
+            stream,
             health,
             ready,
             metrics,
             static_assets(),
+            dashboard(),
         ],
         lifespan=[lifespan],
         # Logging is configured by api.logs (level from LEDGER_LOG_LEVEL, phone numbers

@@ -17,6 +17,7 @@ from ledger.database import create_pool
 from ledger.sends import callback_url, plivo_api_for
 from ledger.settings import Settings
 from ledger.system_events import system_key
+from projections.alerts import AlertRule, AlertWebhook
 from projections.registry import build_projectors
 from projections.runner import CatchUpRunner
 from projections.scheduler import ScheduledJobs
@@ -61,6 +62,11 @@ async def background_work(
         projectors,
         on_applied=lambda name, batch: PROJECTED_EVENTS.labels(name).inc(batch.events),
     )
+    webhook = (
+        AlertWebhook(settings.alert_webhook_url, settings.alert_webhook_secret)
+        if settings.alert_webhook_url and settings.alert_webhook_secret
+        else None
+    )
     jobs = ScheduledJobs(
         pool,
         projectors,
@@ -70,6 +76,9 @@ async def background_work(
         # Checked at twice the timeout's resolution, at most once a minute.
         send_outcomes_every=min(timedelta(minutes=1), settings.send_outcome_after / 2),
         send_jobs=send_jobs,
+        alert_rule=AlertRule.from_settings(settings),
+        alert_every=settings.alert_every,
+        alert_webhook=webhook,
     )
     sealer = Sealer(
         database_url,

@@ -12,9 +12,12 @@ from litestar import MediaType, Request, Response, get
 from litestar.openapi.datastructures import ResponseSpec
 from psycopg_pool import PoolTimeout
 
+from api.logs import mask_phone_numbers
 from api.services import Services, services_of
 from api.telemetry import (
     DEAD_LETTERS,
+    DELIVERY_ALERT_DROP,
+    DELIVERY_ALERTS,
     PROJECTOR_EVENTS_BEHIND,
     PROJECTOR_SECONDS_BEHIND,
     SEAL_LAG_SECONDS,
@@ -26,6 +29,7 @@ from ledger.migrate import pending_migrations
 from ledger.seals import SealProgress, seal_progress
 from ledger.sends import unknown_outcomes
 from ledger.settings import Settings
+from projections.alerts import EVERY, firing_alerts
 from projections.progress import ProjectorLag, projector_lag
 from projections.registry import build_projectors
 
@@ -121,6 +125,20 @@ async def _unknown_outcomes(conn: psycopg.AsyncConnection[Any]) -> int:
     return unknown
 
 
+async def _alerts(conn: psycopg.AsyncConnection[Any]) -> None:
+    """The firing delivery-drop alerts, as gauges (senders masked like phone numbers in
+    logs)."""
+    alerts = await firing_alerts(conn)
+    DELIVERY_ALERTS.set(len(alerts))
+    DELIVERY_ALERT_DROP.clear()
+    for alert in alerts:
+        DELIVERY_ALERT_DROP.labels(
+            alert.country or EVERY,
+            alert.carrier or EVERY,
+            mask_phone_numbers(alert.sender) if alert.sender else EVERY,
+        ).set(alert.drop)
+
+
 @get(
     "/metrics",
     summary="Prometheus metrics",
@@ -135,6 +153,7 @@ async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
             await _lag(conn, svc)
             await _seal(conn)
             await _unknown_outcomes(conn)
+            await _alerts(conn)
     body, content_type = exposition()
     # Set as a header: given as media_type, Litestar would append a second charset.
     return Response(body, headers={"content-type": content_type})

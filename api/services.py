@@ -8,6 +8,7 @@ from typing import Any
 from litestar.connection import ASGIConnection
 from psycopg_pool import AsyncConnectionPool
 
+from api.feed_hub import FeedHub
 from ledger.group_commit import GroupCommitter
 from ledger.plivo_api import PlivoApi
 from ledger.settings import Settings
@@ -17,14 +18,15 @@ from ledger.settings import Settings
 class Services:
     """Settings, the read pool, the operations pool (its own small budget, so that probes
     answer even when reads or ingest use every connection), the group committer (which owns
-    the ingest pool), the accepted read-API and send tokens, and the Plivo API client (None
-    when sending is not configured)."""
+    the ingest pool), the accepted read-API and send tokens, the live feed's hub, and the
+    Plivo API client (None when sending is not configured)."""
 
     settings: Settings
     pool: AsyncConnectionPool[Any]
     ops_pool: AsyncConnectionPool[Any]
     committer: GroupCommitter
     api_tokens: tuple[str, ...]
+    feed: FeedHub
     send_tokens: tuple[str, ...] = ()
     plivo: PlivoApi | None = None
 

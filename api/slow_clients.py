@@ -57,11 +57,21 @@ def body_deadline(timeout: float) -> Callable[[ASGIApp], ASGIApp]:
                 await app(scope, receive, send)
                 return
             deadline = time.monotonic() + timeout
+            body_received = False
 
             async def receive_in_time() -> ReceiveMessage:
+                nonlocal body_received
+                if body_received:
+                    # Past the body, a receive waits for the client to go away (a stream's
+                    # disconnect listener): no deadline on that.
+                    return await receive()
                 try:
                     async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                        return await receive()
+                        message = await receive()
+                    body_received = message["type"] != "http.request" or not message.get(
+                        "more_body", False
+                    )
+                    return message
                 except TimeoutError:
                     raise ClientTooSlow(
                         detail=f"The request body did not arrive within {timeout:g} s "

@@ -105,6 +105,20 @@ SEND_OUTCOMES_UNKNOWN = Gauge(
 )
 
 
+DELIVERY_ALERTS = Gauge(
+    "ledger_delivery_alerts_firing",
+    "Delivery-drop alerts firing (see GET /v1/alerts).",
+    multiprocess_mode="max",
+)
+DELIVERY_ALERT_DROP = Gauge(
+    "ledger_delivery_alert_drop_points",
+    "How far a firing alert's delivery rate is below its baseline, in percentage points;"
+    " '*' labels every carrier or sender.",
+    ["country", "carrier", "sender"],
+    multiprocess_mode="max",
+)
+
+
 def exposition() -> tuple[bytes, str]:
     """The current metrics in Prometheus text format, and its content type."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

@@ -41,8 +41,10 @@ BENCHMARKS = (
     "size",
     "verify",
     "lag",
+    "stream",
     "growth",
     "send",
+    "breakdown",
     "sweep",
 )
 DEFAULT = tuple(name for name in BENCHMARKS if name != "sweep")
@@ -173,6 +175,10 @@ def _runner(name: str) -> Callable[[Options], list[Section]]:
         from bench import lag
 
         return lambda opts: [lag.run(opts)]
+    if name == "stream":
+        from bench import stream
+
+        return lambda opts: [stream.run(opts)]
     if name == "growth":
         from bench import growth
 
@@ -181,6 +187,11 @@ def _runner(name: str) -> Callable[[Options], list[Section]]:
         from bench import send
 
         return lambda opts: [send.run(opts)]
+
+    if name == "breakdown":
+        from bench import breakdown
+
+        return lambda opts: [breakdown.run(opts)]
     raise KeyError(name)
 
 

@@ -12,11 +12,14 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import Final
 
-#: Family name → its error codes. Any other code is ``unknown``.
+#: The family of every code not listed in another (1000, and codes Plivo adds later).
+UNKNOWN_FAMILY: Final = "unknown"
+
+#: Family name → its error codes (PLIVO.md's spam/content is ``content``).
 FAMILIES: Final = MappingProxyType(
     {
         "temporary": ("20", "80"),
-        "spam": ("30", "10", "110"),
+        "content": ("10", "30", "110"),
         "number": ("40", "50", "70", "90"),
         "carrier": ("60", "100"),
         "compliance": ("200", "201", "450", "451"),

@@ -36,6 +36,18 @@ def default_data_dir() -> Path:
     return platformdirs.user_data_path(APP_NAME)
 
 
+class DropThreshold(msgspec.Struct, frozen=True):
+    """How far a delivery rate must fall below its baseline to raise an alert: by
+    ``value`` percentage points (``points``), or to below ``1 - value`` of the baseline
+    (``ratio``)."""
+
+    kind: Literal["points", "ratio"]
+    value: float
+
+    def __str__(self) -> str:
+        return f"{self.value:g}pp" if self.kind == "points" else f"{self.value * 100:g}%"
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True, dict=True):
     """Everything the service reads from its environment. See the README's configuration table.
 
@@ -62,6 +74,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, dict=True):
     append_batch_max: int = 256
     append_flushers: int = 2
     metrics_max_days: int = 366
+    stream_buffer: int = 10_000
     log_level: str = "INFO"
     owner_database_url: str | None = None
     plivo_retired_auth_tokens: tuple[str, ...] = ()
@@ -84,6 +97,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, dict=True):
     resend_error_codes: frozenset[str] = frozenset()
     resend_max_attempts: int = 3
     resend_backoff: timedelta = timedelta(minutes=5)
+    analytics_tag: str = "campaign"
+    sent_as_delivered: tuple[str, ...] = ("US", "CA")
+    alert_every: timedelta = timedelta(minutes=15)
+    alert_min_messages: int = 100
+    alert_drop: DropThreshold = DropThreshold("points", 10.0)
+    alert_webhook_url: str | None = None
+    alert_webhook_secret: str | None = None
 
     @functools.cached_property
     def zone(self) -> ZoneInfo:
@@ -204,6 +224,55 @@ def _resend_codes(name: str, value: str) -> frozenset[str]:
         ) from None
 
 
+#: The form of ``LEDGER_ANALYTICS_TAG``: a key of the send path's ``tag.<key>`` fields.
+TAG_KEY: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_COUNTRY = re.compile(r"[A-Z]{2}")
+_DROP = re.compile(r"(\d+(?:\.\d+)?)\s*(pp|%)")
+_WEBHOOK_SECRET = re.compile(r"whsec_[A-Za-z0-9+/]{16,}={0,2}")
+
+
+def _tag_key(name: str, value: str) -> str:
+    if not TAG_KEY.fullmatch(value):
+        raise SettingsError(
+            f"{name}={value!r} is not a tag key: set 1-64 letters, digits, '_', '.' or '-',"
+            " e.g. campaign"
+        )
+    return value
+
+
+def _countries(name: str, value: str) -> tuple[str, ...]:
+    codes = tuple(code.upper() for code in _csv(value))
+    for code in codes:
+        if not _COUNTRY.fullmatch(code):
+            raise SettingsError(
+                f"{name} holds {code!r}, not a two-letter country code: set e.g. US,CA"
+            )
+    return codes
+
+
+def _drop(name: str, value: str) -> DropThreshold:
+    match = _DROP.fullmatch(value.strip().lower())
+    if match is None:
+        raise SettingsError(
+            f"{name}={value!r} is not a drop: set percentage points like 10pp, or a share of the"
+            " baseline like 20%"
+        )
+    number, unit = float(match[1]), match[2]
+    if not 0 < number <= 100:
+        raise SettingsError(f"{name}={value!r} is out of range: set above 0 and at most 100")
+    return DropThreshold("points", number) if unit == "pp" else DropThreshold("ratio", number / 100)
+
+
+def _webhook_secret(name: str, value: str) -> str:
+    # A secret: no message repeats it.
+    if not _WEBHOOK_SECRET.fullmatch(value):
+        raise SettingsError(
+            f"{name} is not a Standard Webhooks secret: set whsec_ followed by base64 of at"
+            " least 12 random bytes"
+        )
+    return value
+
+
 Parser = Callable[[str, str], object]
 
 #: Environment variable → (Settings field, parser). Parsers get the variable's name so their
@@ -245,6 +314,10 @@ _SOURCES: dict[str, tuple[str, Parser]] = {
     "LEDGER_METRICS_MAX_DAYS": (
         "metrics_max_days",
         lambda n, v: _int(n, v, minimum=1, maximum=3660, example=366),
+    ),
+    "LEDGER_STREAM_BUFFER": (
+        "stream_buffer",
+        lambda n, v: _int(n, v, minimum=1, maximum=1_000_000, example=10000),
     ),
     "LEDGER_LOG_LEVEL": ("log_level", _log_level),
     "LEDGER_OWNER_DATABASE_URL": (
@@ -295,6 +368,19 @@ _SOURCES: dict[str, tuple[str, Parser]] = {
         lambda n, v: _int(n, v, minimum=1, maximum=10, example=3),
     ),
     "LEDGER_RESEND_BACKOFF": ("resend_backoff", _duration),
+    "LEDGER_ANALYTICS_TAG": ("analytics_tag", _tag_key),
+    "LEDGER_SENT_AS_DELIVERED": ("sent_as_delivered", _countries),
+    "LEDGER_ALERT_EVERY": ("alert_every", _duration),
+    "LEDGER_ALERT_MIN_MESSAGES": (
+        "alert_min_messages",
+        lambda n, v: _int(n, v, minimum=1, maximum=10_000_000, example=100),
+    ),
+    "LEDGER_ALERT_DROP": ("alert_drop", _drop),
+    "LEDGER_ALERT_WEBHOOK_URL": (
+        "alert_webhook_url",
+        lambda n, v: _url(n, v, ("http", "https"), "https://hooks.example.com/ledger"),
+    ),
+    "LEDGER_ALERT_WEBHOOK_SECRET": ("alert_webhook_secret", _webhook_secret),
 }
 
 
@@ -349,6 +435,11 @@ def load_settings(
         for name, (field, parse) in _SOURCES.items()
         if source.get(name, "").strip()
     }
+    if values.get("alert_webhook_url") and not values.get("alert_webhook_secret"):
+        raise SettingsError(
+            "LEDGER_ALERT_WEBHOOK_URL is set but LEDGER_ALERT_WEBHOOK_SECRET is not: set the"
+            " receiver's whsec_ secret, so that it can check each delivery's signature"
+        )
     return Settings(**values)  # type: ignore[arg-type]
 
 

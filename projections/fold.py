@@ -210,7 +210,7 @@ SELECT position, message_uuid, event_at, status,
        CASE WHEN length(sequence) <= 18 AND ltrim(sequence, '0123456789') = ''
             THEN sequence::bigint END AS sequence,
        CASE WHEN error_code NOT IN ('0', '000') THEN error_code END AS error_code,
-       from_number, to_number, message_type,
+       from_number, to_number, message_type{extra_outer},
        CASE WHEN length(units) <= 9 AND ltrim(units, '0123456789') = ''
             THEN units::integer END AS units,
        CASE WHEN ltrim(total_amount, '0123456789.') = '' AND total_amount <> '.'
@@ -228,7 +228,7 @@ FROM (
                                     WHEN {expired} THEN 'expired' END, '') COLLATE "C" AS status,
            {sequence} AS sequence, {error_code} COLLATE "C" AS error_code,
            {from_number} COLLATE "C" AS from_number, {to_number} COLLATE "C" AS to_number,
-           {message_type} COLLATE "C" AS message_type, {units} AS units,
+           {message_type} COLLATE "C" AS message_type{extra_inner}, {units} AS units,
            {total_amount} AS total_amount,
            CASE WHEN e.event_type = {reported}
                 THEN NULLIF(lower({parent}), e.message_uuid::text) END COLLATE "C"
@@ -257,8 +257,34 @@ _WINNER_ORDER = sql.SQL("status_rank DESC, sequence DESC NULLS LAST, event_at DE
 _WINNER_KEY = ("status_rank", "status_sequence", "status_at", "status_position")
 
 
-def _normalised(source: sql.Composable) -> sql.Composable:
+class Field(NamedTuple):
+    """A per-event value a view's own fold reads besides the common ones: its name, and its
+    SQL over the event ``e`` (the ledger's columns, ``payload`` included)."""
+
+    name: str
+    value: sql.Composable
+
+
+def payload_field(name: str, key: sql.Composable) -> Field:
+    """A payload field (``key`` is its SQL, a literal or a parameter) as text, blank as null,
+    collated "C"."""
+    return Field(name, sql.SQL("NULLIF(e.payload ->> {}, '') COLLATE \"C\"").format(key))
+
+
+def field_column(field: Field) -> Column:
+    """A view column folding ``field`` as the greatest non-null value (for values that are
+    the same on every event that has them, as a message's MCC)."""
+    return Column(field.name, Kind.MAX, sql.Identifier(field.name), sql.SQL(_CODE))
+
+
+def _normalised(source: sql.Composable, fields: Sequence[Field] = ()) -> sql.Composable:
     return _NORMALISED.format(
+        extra_outer=sql.SQL("").join(
+            sql.SQL(", {}").format(sql.Identifier(f.name)) for f in fields
+        ),
+        extra_inner=sql.SQL("").join(
+            sql.SQL(", {} AS {}").format(f.value, sql.Identifier(f.name)) for f in fields
+        ),
         no_rank=sql.Literal(NO_STATUS_RANK),
         unknown_rank=sql.Literal(UNKNOWN_STATUS_RANK),
         ranks=sql.SQL(" ").join(
@@ -291,11 +317,16 @@ def _normalised(source: sql.Composable) -> sql.Composable:
     )
 
 
-def folded(source: sql.Composable) -> sql.Composable:
-    """``SELECT message_uuid, <COLUMNS>``: one row per message of ``source``, folded.
+def folded(
+    source: sql.Composable, columns: Sequence[Column] = COLUMNS, fields: Sequence[Field] = ()
+) -> sql.Composable:
+    """``SELECT message_uuid, <columns>``: one row per message of ``source``, folded.
 
     One sort serves both the winner (the first row of each message in winner order) and the
-    aggregates (window aggregates over the whole message, on the same sort).
+    aggregates (window aggregates over the whole message, on the same sort). A view that
+    needs other columns folds its own: ``columns`` (which must include the winner's when
+    any winner column is wanted) over the normalised events and ``fields``, read from each
+    event in the same pass as the common ones.
     """
     items = [
         sql.SQL("{} AS {}").format(
@@ -306,14 +337,16 @@ def folded(source: sql.Composable) -> sql.Composable:
             ),
             sql.Identifier(column.name),
         )
-        for column in COLUMNS
+        for column in columns
     ]
     return sql.SQL(
         "SELECT DISTINCT ON (message_uuid) message_uuid, {items} FROM ({events}) AS ev"
         " WINDOW message AS (PARTITION BY message_uuid ORDER BY {order}"
         " ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)"
         " ORDER BY message_uuid, {order}"
-    ).format(items=sql.SQL(", ").join(items), events=_normalised(source), order=_WINNER_ORDER)
+    ).format(
+        items=sql.SQL(", ").join(items), events=_normalised(source, fields), order=_WINNER_ORDER
+    )
 
 
 def column_definitions(columns: Sequence[Column]) -> sql.Composable:
@@ -357,11 +390,13 @@ def column_list(columns: Sequence[Column]) -> sql.Composable:
     )
 
 
-def latency_bucket(first_event_at: sql.Composable, delivered_at: sql.Composable) -> sql.Composable:
-    """The time-to-deliver bucket: an index into :data:`LATENCY_BOUNDS`, or
-    :data:`NOT_DELIVERED` when ``delivered_at`` is null."""
+def latency_bucket(
+    first_event_at: sql.Composable,
+    delivered_at: sql.Composable,
+    bounds: Sequence[float] = LATENCY_BOUNDS,
+) -> sql.Composable:
+    """The time-to-deliver bucket: an index into ``bounds`` (seconds; the number of bounds
+    at or below the latency), or :data:`NOT_DELIVERED` when ``delivered_at`` is null."""
     return sql.SQL(
         "coalesce(width_bucket(extract(epoch FROM {} - {})::float8, {}::float8[]), {})"
-    ).format(
-        delivered_at, first_event_at, sql.Literal(list(LATENCY_BOUNDS)), sql.Literal(NOT_DELIVERED)
-    )
+    ).format(delivered_at, first_event_at, sql.Literal(list(bounds)), sql.Literal(NOT_DELIVERED))

@@ -308,10 +308,13 @@ def _day_metrics(
     )
 
 
-def histogram_quantile(quantile: float, counts: Sequence[int]) -> float | None:
-    """The ``quantile`` (0 < q ≤ 1) of a time-to-deliver histogram (one count per bucket of
-    :data:`~projections.fold.LATENCY_BOUNDS`, then the unbounded one), interpolated linearly
-    within the bucket where the cumulative count reaches it; None for an empty histogram."""
+def histogram_quantile(
+    quantile: float, counts: Sequence[int], bounds: Sequence[float] = LATENCY_BOUNDS
+) -> float | None:
+    """The ``quantile`` (0 < q ≤ 1) of a latency histogram (one count per bucket of
+    ``bounds``, by default :data:`~projections.fold.LATENCY_BOUNDS`, then the unbounded
+    one), interpolated linearly within the bucket where the cumulative count reaches it;
+    None for an empty histogram."""
     if not 0 < quantile <= 1:
         raise ValueError(f"a quantile is above 0 and at most 1, got {quantile}")
     cumulative = list(itertools.accumulate(counts))
@@ -319,8 +322,8 @@ def histogram_quantile(quantile: float, counts: Sequence[int]) -> float | None:
         return None
     rank = quantile * cumulative[-1]
     index = bisect.bisect_left(cumulative, rank)
-    if index == len(LATENCY_BOUNDS):
-        return float(LATENCY_BOUNDS[-1])
-    lower = LATENCY_BOUNDS[index - 1] if index else 0
+    if index == len(bounds):
+        return float(bounds[-1])
+    lower = bounds[index - 1] if index else 0
     below = cumulative[index] - counts[index]
-    return lower + (LATENCY_BOUNDS[index] - lower) * (rank - below) / counts[index]
+    return lower + (bounds[index] - lower) * (rank - below) / counts[index]

@@ -1,5 +1,5 @@
-"""Periodic jobs on APScheduler 3.x: the expiry sweep, the send-outcome check, and a
-catch-up tick as a safety net.
+"""Periodic jobs on APScheduler 3.x: the expiry sweep, the send-outcome check, reconciliation
+and resends, the delivery-drop alerts, and a catch-up tick as a safety net.
 
 APScheduler 3 does not coordinate processes, and every process that runs ``ledger serve`` or
 ``ledger worker`` schedules the same jobs. So each run first claims its period in Postgres
@@ -24,6 +24,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from ledger.durations import format_duration
 from ledger.sends import mark_unknown_outcomes
+from projections.alerts import AlertRule, AlertWebhook, WebhookFailed, alert_events, evaluate
 from projections.base import Projector
 from projections.catch_up import DEFAULT_BATCH_SIZE, catch_up_unclaimed
 from projections.checkpoints import VersionMismatch
@@ -41,6 +42,7 @@ RESEND_JOB: Final = "resend"
 #: Reconciliation and resends run once a minute: the reconciliation's rate limit is per
 #: minute (see projections.send_jobs).
 SEND_JOBS_EVERY: Final = timedelta(minutes=1)
+ALERT_JOB: Final = "alerts"
 
 
 class ScheduledJobs:
@@ -61,13 +63,18 @@ class ScheduledJobs:
         send_outcome_after: timedelta = timedelta(minutes=2),
         send_outcomes_every: timedelta = timedelta(minutes=1),
         send_jobs: SendJobs | None = None,
+        alert_rule: AlertRule | None = None,
+        alert_every: timedelta = timedelta(minutes=15),
+        alert_webhook: AlertWebhook | None = None,
     ) -> None:
         """``expire_after`` is ``Settings.expire_after`` and ``system_key`` signs the expiry
         events (:mod:`ledger.system_events`); ``expire_limit`` bounds one sweep and
         ``catch_up_batches`` one tick, so that no run can grow without bound.
         ``send_outcome_after`` is ``LEDGER_SEND_OUTCOME_AFTER``: a send request with no
         outcome for that long gets ``message.send_outcome_unknown``. ``send_jobs``, when
-        sending is configured, adds reconciliation with Plivo and (if switched on) resends."""
+        sending is configured, adds reconciliation with Plivo and (if switched on) resends.
+        With an ``alert_rule``, the delivery-drop alerts are evaluated every ``alert_every``
+        and their changes posted to ``alert_webhook`` if there is one."""
         self._pool = pool
         self._projectors = tuple(projectors)
         self._expire_after = expire_after
@@ -80,6 +87,9 @@ class ScheduledJobs:
         self._send_outcome_after = send_outcome_after
         self._send_outcomes_every = send_outcomes_every
         self._send_jobs = send_jobs
+        self._alert_rule = alert_rule
+        self._alert_every = alert_every
+        self._alert_webhook = alert_webhook
         self._scheduler: AsyncIOScheduler | None = None
         self._in_flight = 0
         self._idle = asyncio.Event()
@@ -102,6 +112,8 @@ class ScheduledJobs:
             jobs.append((RECONCILE_JOB, self.reconcile, SEND_JOBS_EVERY))
             if self._send_jobs.resends:
                 jobs.append((RESEND_JOB, self.resend, SEND_JOBS_EVERY))
+        if self._alert_rule is not None:
+            jobs.append((ALERT_JOB, self.alerts, self._alert_every))
         for job, function, every in jobs:
             scheduler.add_job(
                 function,
@@ -208,6 +220,30 @@ class ScheduledJobs:
             if self._send_jobs is None or not await self.claim(RESEND_JOB, SEND_JOBS_EVERY):
                 return False
             await self._send_jobs.resend()
+            return True
+
+    async def alerts(self) -> bool:
+        """Evaluate the delivery-drop alerts (see :mod:`projections.alerts`) and post their
+        changes to the webhook; whether this process ran it. The table is replaced in one
+        statement before anything is posted, so a failing receiver never holds it back
+        (the events it missed are logged, and not posted again)."""
+        with self._running():
+            if self._alert_rule is None or not await self.claim(ALERT_JOB, self._alert_every):
+                return False
+            async with self._pool.connection() as conn:
+                evaluation = await evaluate(conn, self._alert_rule)
+            if evaluation.started or evaluation.resolved:
+                log.warning(
+                    "delivery alerts: %d firing (%d new, %d resolved)",
+                    len(evaluation.firing),
+                    len(evaluation.started),
+                    len(evaluation.resolved),
+                )
+            if self._alert_webhook is not None and (events := alert_events(evaluation)):
+                try:
+                    await self._alert_webhook.send(events)
+                except WebhookFailed as error:
+                    log.error("alert webhook: %s", error)
             return True
 
     async def catch_up(self) -> bool:

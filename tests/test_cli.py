@@ -413,6 +413,7 @@ async def test_replay_prints_each_views_result_once(
     assert [line.split(":")[0] for line in lines] == [
         "replayed message_status",
         "replayed daily_delivery_metrics",
+        "replayed delivery_analytics",
     ]
     assert all(" 3 events in " in line for line in lines)
     assert "replayed" not in result.stderr

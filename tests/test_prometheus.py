@@ -149,10 +149,12 @@ async def test_projector_lag_counts_pending_events_until_the_views_catch_up(
     assert by_projector(samples, "ledger_projector_events_behind") == {
         "message_status": 3,
         "daily_delivery_metrics": 3,
+        "delivery_analytics": 3,
     }
     assert by_projector(samples, "ledger_dead_letters") == {
         "message_status": 0,
         "daily_delivery_metrics": 0,
+        "delivery_analytics": 0,
     }
 
     assert settings.database_url is not None
@@ -163,6 +165,7 @@ async def test_projector_lag_counts_pending_events_until_the_views_catch_up(
     assert by_projector(await scrape(client), "ledger_projector_events_behind") == {
         "message_status": 0,
         "daily_delivery_metrics": 0,
+        "delivery_analytics": 0,
     }
 
 

@@ -241,5 +241,5 @@ async def test_ready_reports_each_projectors_lag(client: Client, auth: dict[str,
     response = await client.get("/ready")
     assert response.status_code == 200
     lags = {lag["projector"]: lag for lag in response.json()["projectors"]}
-    assert set(lags) == {"message_status", "daily_delivery_metrics"}
+    assert set(lags) == {"message_status", "daily_delivery_metrics", "delivery_analytics"}
     assert lags["message_status"]["dead_letters"] == 0

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from ledger.settings import (
+    DropThreshold,
     SettingsError,
     default_data_dir,
     find_env_file,
@@ -146,6 +147,12 @@ def test_a_relative_data_dir_in_an_env_file_is_relative_to_that_file(tmp_path: P
         ("LEDGER_EXPIRE_AFTER", "two days"),
         ("LEDGER_INSECURE_SKIP_SIGNATURES", "maybe"),
         ("LEDGER_LOG_LEVEL", "chatty"),
+        ("LEDGER_ANALYTICS_TAG", "two words"),
+        ("LEDGER_SENT_AS_DELIVERED", "USA"),
+        ("LEDGER_ALERT_DROP", "ten"),
+        ("LEDGER_ALERT_DROP", "150pp"),
+        ("LEDGER_ALERT_MIN_MESSAGES", "0"),
+        ("LEDGER_ALERT_WEBHOOK_SECRET", "hunter2"),
     ],
 )
 def test_a_bad_value_is_refused_with_a_message_naming_the_setting(name: str, value: str) -> None:
@@ -171,3 +178,22 @@ def test_callbacks_cannot_be_served_without_a_plivo_token() -> None:
 
 def test_signature_checks_can_be_switched_off_only_explicitly() -> None:
     require_callback_auth(load_settings({"LEDGER_INSECURE_SKIP_SIGNATURES": "1"}, env_file=None))
+
+
+def test_an_alert_drop_is_in_points_or_a_share_of_the_baseline() -> None:
+    assert load_settings({"LEDGER_ALERT_DROP": "15pp"}, env_file=None).alert_drop == (
+        DropThreshold("points", 15.0)
+    )
+    assert load_settings({"LEDGER_ALERT_DROP": "20%"}, env_file=None).alert_drop == (
+        DropThreshold("ratio", 0.2)
+    )
+
+
+def test_sent_as_delivered_countries_are_upper_cased() -> None:
+    settings = load_settings({"LEDGER_SENT_AS_DELIVERED": "us, ca,pr"}, env_file=None)
+    assert settings.sent_as_delivered == ("US", "CA", "PR")
+
+
+def test_an_alert_webhook_needs_its_secret() -> None:
+    with pytest.raises(SettingsError, match="LEDGER_ALERT_WEBHOOK_SECRET is not"):
+        load_settings({"LEDGER_ALERT_WEBHOOK_URL": "https://hooks.example.com/x"}, env_file=None)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import rich_click as click
 
-from api.cli.analysts import metrics
+from api.cli.analysts import alerts, metrics
 from api.cli.common import CommandError, fail
 from api.cli.operations import replay, token
 from api.cli.sending import send_command
@@ -24,7 +24,7 @@ click.rich_click.TEXT_MARKUP = "markdown"
 #: Help panels and their commands, in the order a newcomer needs them.
 PANELS = (
     ("Run the service", (serve, worker, migrate)),
-    ("Support and analysts", (audit, status, messages, metrics)),
+    ("Support and analysts", (audit, status, messages, metrics, alerts)),
     ("Send and track", (send_command,)),
     ("Prove", (verify, seal)),
     ("Operate", (replay, token, simulate)),

@@ -19,6 +19,7 @@ import inspect
 import itertools
 import os
 import random
+import shlex
 import signal
 import socket
 import subprocess
@@ -39,7 +40,14 @@ import pytest
 
 from api.simulate import SignedCallback, lifecycle, sign
 from ledger.database import connect
-from tests.conftest import API_TOKEN, CALLBACK_URL, PLIVO_TOKEN, PUBLIC_URL, database_url_for
+from tests.conftest import (
+    API_TOKEN,
+    CALLBACK_URL,
+    PLIVO_TOKEN,
+    PUBLIC_URL,
+    database_url_for,
+    run_ledger,
+)
 
 Params = list[tuple[str, str]]
 #: What makes a callback distinct for the ledger: (MessageUUID, Status, Sequence).
@@ -744,3 +752,22 @@ def assert_same_rows(
     )
     assert not only_actual, difference
     assert not only_expected, difference
+
+
+def simulate(
+    url: str, arguments: str = "", *, cwd: Path, public_url: str = PUBLIC_URL
+) -> subprocess.CompletedProcess[str]:
+    """``ledger simulate --url URL ARGUMENTS``, signing as the servers here expect."""
+    return run_ledger(
+        "simulate",
+        "--url",
+        url,
+        *shlex.split(arguments),
+        cwd=cwd,
+        env={
+            "PLIVO_AUTH_TOKEN": PLIVO_TOKEN,
+            "LEDGER_PUBLIC_URL": public_url,
+            "LEDGER_DATA_DIR": str(cwd),
+        },
+        timeout=120,
+    )

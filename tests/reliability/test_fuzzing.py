@@ -102,6 +102,9 @@ def assert_no_failure(status: int, content_type: str, body: bytes, what: str) ->
 def test_schema_generated_requests_never_fail_the_server(server: LedgerServer) -> None:
     schema = schemathesis.openapi.from_url(f"{server.base_url}/schema/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]  # type: ignore[union-attr]
+    # A valid request to the live feed never ends (it is a stream): fuzzing cannot wait for
+    # its answer. Its refusals are tested in test_stream.py.
+    operations = [op for op in operations if op.path != "/v1/stream"]
     assert any(op.path.startswith("/v1/") for op in operations)
     assert any(op.path == "/plivo/status" for op in operations)
     cases = st.sampled_from(operations).flatmap(

@@ -71,9 +71,10 @@ def server(module_servers: ServerFleet, module_databases: Callable[[], str]) -> 
     return module_servers.create(module_databases(), name="security")
 
 
-def sample_value(schema: dict[str, Any]) -> str:
+def sample_value(schema: dict[str, Any], name: str = "") -> str:
     """A valid value for a parameter, so that only the token decides the answer."""
-    if schema.get("format") == "date":
+    # The breakdown's start and end take a date or a time, so their schema is a plain string.
+    if schema.get("format") == "date" or name in {"start", "end"}:
         return date.today().isoformat()
     if schema.get("format") == "uuid":
         return KNOWN_MESSAGE
@@ -98,7 +99,7 @@ def read_operations(document: dict[str, Any]) -> Iterator[tuple[str, str, dict[s
                     value = KNOWN_MESSAGE if "uuid" in name else sample_value(schema)
                     path = path.replace(f"{{{name}}}", value)
                 elif parameter["in"] == "query" and parameter.get("required"):
-                    query[parameter["name"]] = sample_value(schema)
+                    query[parameter["name"]] = sample_value(schema, parameter["name"])
             yield method.upper(), path, query
 
 
@@ -137,6 +138,10 @@ async def test_every_read_route_answers_a_valid_token(
 ) -> None:
     async with http(server.base_url, headers=AUTHORIZED) as client:
         for method, path, query in operations:
+            if path == "/v1/stream":  # the live feed never ends: its status is the answer
+                async with client.stream(method, path, params=query) as stream:
+                    assert stream.status_code == 200
+                continue
             response = await client.request(method, path, params=query)
             # A read token reads everything, and sends nothing.
             expected = {403} if (method, path) in SEND_ROUTES else {200, 404}

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import re
-import shlex
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,37 +12,19 @@ import pytest
 
 from ledger.database import connect
 from ledger.error_codes import describe_error
-from tests.conftest import PLIVO_TOKEN, PUBLIC_URL, run_ledger
+from tests.conftest import run_ledger
 from tests.reliability.conftest import (
     LedgerServer,
     ServerFleet,
     event_count,
     free_port,
+    simulate,
     wait_for_projections,
 )
 
 pytestmark = pytest.mark.reliability
 
 AUDIT_LINE = re.compile(r"^  ledger audit ([0-9a-f-]{36})   # (.+)$")
-
-
-def simulate(
-    url: str, arguments: str = "", *, cwd: Path, public_url: str = PUBLIC_URL
-) -> subprocess.CompletedProcess[str]:
-    """``ledger simulate --url URL ARGUMENTS``, signing as the servers here expect."""
-    return run_ledger(
-        "simulate",
-        "--url",
-        url,
-        *shlex.split(arguments),
-        cwd=cwd,
-        env={
-            "PLIVO_AUTH_TOKEN": PLIVO_TOKEN,
-            "LEDGER_PUBLIC_URL": public_url,
-            "LEDGER_DATA_DIR": str(cwd),
-        },
-        timeout=120,
-    )
 
 
 def read_command(server: LedgerServer, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -1,0 +1,190 @@
+"""Breakdown: what the delivery-analytics view costs the projector, and how fast it answers.
+
+1. **Projector cost.** A ledger of generated history (bench/history.py, with real MCC/MNC
+   pairs of six networks and 20 senders) is folded live, batch by batch as the runner
+   does (``apply_next``, 2,000 events), by each view from scratch in turn. The CPU of the
+   server's processes and of this process per event, for the analytics view against the
+   two views it joins, is what the analytics view adds to the projector's work.
+2. **Query latency.** The history is grown to 1M messages over 30 days, the analytics view
+   rebuilt (``replay``), and ``GET /v1/metrics/breakdown``'s query
+   (:func:`projections.breakdown.breakdown`) run over the 30 days for several groupings;
+   p50/p95 per grouping and over all of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
+
+import psutil  # type: ignore[import-untyped]
+import psycopg
+
+from bench import history
+from bench.harness import Database, Latencies, database, migrate, percentile
+from bench.options import Options
+from bench.report import Figure, Section, Target
+from ledger.settings import Settings
+from projections.base import Projector
+from projections.breakdown import BreakdownQuery, breakdown
+from projections.catch_up import apply_next
+from projections.registry import build_projectors, projector_named
+from projections.replay import replay
+
+#: 1M messages over 30 days: one every 2.592 s (history's own spacing is 0.5 s).
+SPACING_MS = 2592
+MESSAGES = 1_000_000
+GROUPINGS = (
+    "country",
+    "country,carrier",
+    "sender",
+    "hour",
+    "error_family",
+    "country,carrier,sender,hour",
+)
+REPEATS = 20
+
+# The generator's query with realistic destinations and senders: six networks in five
+# countries (the history puts every message on 405/803) and 20 sender numbers (it draws
+# 10,000), over 30 days. Each replacement must apply: history's query is the source.
+_REPLACEMENTS = (
+    (
+        "'From', '1415555' || lpad(floor(u2 * 10000)::int::text, 4, '0')",
+        "'From', '1415555' || lpad(floor(u2 * 20)::int::text, 4, '0')",
+    ),
+    (
+        "'MCC', '405',\n           'MNC', '803',",
+        "'MCC', (ARRAY['405', '404', '310', '302', '234', '262'])[1 + floor(u3 * 6)::int],\n"
+        "           'MNC', (ARRAY['803', '80', '260', '720', '15', '01'])"
+        "[1 + floor(u3 * 6)::int],",
+    ),
+    ("m * interval '500 milliseconds'", f"m * interval '{SPACING_MS} milliseconds'"),
+)
+
+
+def realistic_sql() -> str:
+    """bench/history.py's query with the replacements above."""
+    text = history.INSERT_SQL
+    for old, new in _REPLACEMENTS:
+        if old not in text:
+            raise AssertionError(f"bench/history.py changed: {old!r} is gone")
+        text = text.replace(old, new)
+    return text
+
+
+def _grow(db: Database, first: int, last: int) -> float:
+    """Messages ``first`` to ``last - 1`` with the realistic query; seconds."""
+    original = history.INSERT_SQL
+    history.INSERT_SQL = realistic_sql()
+    try:
+        return history.extend(db, seed=1, first=first, last=last)
+    finally:
+        history.INSERT_SQL = original
+
+
+async def _drain(url: str, projector: Projector) -> tuple[int, float, float]:
+    """Fold every event into ``projector``'s view live, batch by batch, on one connection;
+    the events, the wall seconds, and the CPU seconds of its server backend (the fold runs
+    there) and of this process (a local server's backend is a process psutil can read)."""
+    events, started, here = 0, time.perf_counter(), time.process_time()
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        row = await (await conn.execute("SELECT pg_backend_pid()")).fetchone()
+        assert row is not None
+        backend = psutil.Process(row[0])
+        while batch := (await apply_next(conn, projector, batch_size=2000)).events:
+            events += batch
+        times = backend.cpu_times()
+    cpu = times.user + times.system + time.process_time() - here
+    return events, time.perf_counter() - started, cpu
+
+
+def projector_cost(db: Database, section: Section, projectors: tuple[Projector, ...]) -> None:
+    """Fold the ledger live with each view in turn, from scratch; CPU per event of each."""
+    costs: dict[str, float] = {}
+    for projector in projectors:
+        events, seconds, cpu = asyncio.run(_drain(db.url, projector))
+        costs[projector.name] = cpu / events
+        section.add(
+            Figure(
+                f"{projector.name}: live fold, {events:,} events",
+                costs[projector.name] * 1e6,
+                "µs CPU/event",
+                note=f"{events / seconds:,.0f} events/s wall",
+            )
+        )
+    others = sum(cost for name, cost in costs.items() if name != "delivery_analytics")
+    section.add(
+        Figure(
+            "delivery_analytics added to the projector's CPU per event",
+            costs["delivery_analytics"] / others * 100,
+            "%",
+            target=Target("value", "<=", 15, "%"),
+            note="analytics view's CPU per event / (message_status + daily_delivery_metrics)",
+        )
+    )
+
+
+async def _queries(url: str, start: datetime, end: datetime) -> dict[str, list[float]]:
+    timings: dict[str, list[float]] = {by: [] for by in GROUPINGS}
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        for _ in range(REPEATS):
+            for by in GROUPINGS:
+                query = BreakdownQuery(start=start, end=end, by=tuple(by.split(",")))  # type: ignore[arg-type]
+                started = time.perf_counter()
+                await breakdown(conn, query)
+                timings[by].append(time.perf_counter() - started)
+    return timings
+
+
+async def _rebuild(url: str, projector: Projector) -> float:
+    started = time.perf_counter()
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        await replay(conn, projector)
+    return time.perf_counter() - started
+
+
+def run(opts: Options) -> Section:
+    """Both measurements on one database (see the module docstring)."""
+    section = Section("Breakdown: analytics projector cost and query latency")
+    messages = MESSAGES // 10 if opts.quick else MESSAGES
+    projectors = build_projectors(Settings())
+    with database(opts.database_url, "breakdown") as db:
+        migrate(db)
+        cost_messages = messages // 10 if opts.quick else 70_000
+        _grow(db, 0, cost_messages)
+        projector_cost(db, section, projectors)
+        print(f"  generating {messages:,} messages over 30 days", flush=True)
+        _grow(db, cost_messages, messages)
+        analytics = projector_named("delivery_analytics", projectors)
+        rebuilt = asyncio.run(_rebuild(db.url, analytics))
+        section.add(Figure(f"replay delivery_analytics, {messages:,} messages", rebuilt, "s"))
+        with db.connect() as conn:
+            row = conn.execute(
+                "SELECT count(*), min(hour), max(hour) FROM analytics_counts"
+            ).fetchone()
+        assert row is not None
+        cells, first, last = row
+        section.note(f"analytics_counts: {cells:,} cells from {first} to {last}")
+        start = datetime(2025, 6, 1, tzinfo=UTC)
+        timings = asyncio.run(_queries(db.url, start, start + timedelta(days=30)))
+    every: list[float] = []
+    for by, seconds in timings.items():
+        every.extend(seconds)
+        section.add(
+            Figure(
+                f"breakdown by {by}, 30 days",
+                percentile(seconds, 95) * 1000,
+                "ms p95",
+                note=str(Latencies.of(seconds)),
+            )
+        )
+    section.add(
+        Figure(
+            f"breakdown, every grouping, 30 days, {messages:,} messages",
+            percentile(every, 95) * 1000,
+            "ms p95",
+            target=Target("value", "<=", 200, "ms"),
+            note=f"{len(every)} queries, in-process (psycopg), no HTTP",
+        )
+    )
+    return section

@@ -1,0 +1,455 @@
+"""The ``delivery_analytics`` view: every message counted once, in the cell of its current
+hour, country, carrier, sender, tag, status and error family, with two latency histograms.
+
+Tables:
+
+* ``analytics_facts``: per message, the columns of its own fold (:mod:`projections.fold`,
+  with the MCC, MNC, PowerpackUUID and the configured tag read in the same pass over the
+  events) and the hour it is counted under (its first event's, in ``LEDGER_TIMEZONE``).
+* ``analytics_counts``: the cube. Per (hour, country, carrier, sender, tag, status, error
+  family): messages, units, amount, and two histograms, one column per bucket of
+  :data:`LATENCY_BOUNDS`: queued → sent (``queue_NN``: Plivo's queue and rate limits) and
+  sent → delivered (``carrier_NN``: the carrier).
+* ``analytics_networks`` and ``analytics_number_prefixes``: the lookup data of
+  :mod:`projections.networks`, filled when the tables are built, so that the fold and the
+  readers find countries and carriers in SQL.
+* ``delivery_alerts``: the firing delivery-drop alerts, derived from the facts by
+  :mod:`projections.alerts` (recomputed on its schedule, and by a rebuild).
+
+Dimensions: the country comes from the MCC, the carrier from MCC+MNC; a message with no MCC
+reported is placed by its recipient's number (``phonenumbers``), with no carrier. The sender
+is the Powerpack UUID when there is one, else the ``From`` number. The tag is the value of
+one configured key (``LEDGER_ANALYTICS_TAG``), from the ``tag.<key>`` field of the
+message's ``message.submitted`` event. Unknown values are ''.
+
+A batch moves each touched message out of its old cell and into its new one (signed deltas,
+as :mod:`projections.metrics` does), so a late callback moves the message to its current
+status, and to its true first hour, however late it arrives.
+"""
+
+from __future__ import annotations
+
+import functools
+import zlib
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+from typing import Any, Final
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from psycopg import sql
+
+from ledger.error_families import FAMILIES, UNKNOWN_FAMILY
+from ledger.events import MESSAGE_SUBMITTED
+from ledger.settings import TAG_KEY
+from projections import fold
+from projections.base import DDL
+from projections.networks import (
+    ANY_NETWORK,
+    DATA_VERSION,
+    MAX_PREFIX,
+    network_rows,
+    number_prefix_rows,
+)
+
+FACTS: Final = "analytics_facts"
+COUNTS: Final = "analytics_counts"
+NETWORKS: Final = "analytics_networks"
+NUMBER_PREFIXES: Final = "analytics_number_prefixes"
+ALERTS: Final = "delivery_alerts"
+
+#: Upper bounds (seconds, exclusive) of both latency histograms' buckets: the daily view's,
+#: with sub-second ones first, since Plivo's queue usually takes well under a second.
+LATENCY_BOUNDS: Final = (0.1, 0.25, 0.5, *(float(bound) for bound in fold.LATENCY_BOUNDS))
+#: Bucket columns: ``queue_00`` … and ``carrier_00`` …, the last holding the rest.
+BUCKETS: Final = len(LATENCY_BOUNDS) + 1
+STAGES: Final = ("queue", "carrier")
+
+
+def bucket_columns(stage: str) -> tuple[str, ...]:
+    """The histogram columns of ``stage`` (queue or carrier), in bucket order."""
+    return tuple(f"{stage}_{i:02d}" for i in range(BUCKETS))
+
+
+#: The families a code can be in; any other code is in UNKNOWN_FAMILY.
+ERROR_FAMILIES: Final = {name: codes for name, codes in FAMILIES.items() if name != UNKNOWN_FAMILY}
+
+
+# The fold's columns this view keeps per message, and the fields it reads besides them.
+_MCC = fold.payload_field("mcc", sql.Literal("MCC"))
+_MNC = fold.payload_field("mnc", sql.Literal("MNC"))
+_POWERPACK = fold.payload_field("powerpack_uuid", sql.Literal("PowerpackUUID"))
+_TAG = fold.Field(
+    "tag",
+    sql.SQL(
+        "CASE WHEN e.event_type = {} THEN NULLIF(e.payload ->> %(analytics_tag)s, '') END"
+        ' COLLATE "C"'
+    ).format(sql.Literal(MESSAGE_SUBMITTED)),
+)
+FIELDS: Final = (_MCC, _MNC, _POWERPACK, _TAG)
+COLUMNS: Final = (
+    *fold.WINNER_COLUMNS,
+    fold.FIRST_EVENT_AT,
+    fold.milestone("queued"),
+    fold.milestone("sent"),
+    fold.milestone("delivered"),
+    fold.FROM_NUMBER,
+    fold.TO_NUMBER,
+    fold.UNITS,
+    fold.TOTAL_AMOUNT,
+    *(fold.field_column(field) for field in FIELDS),
+)
+#: The batch's fold for this view, computed by its own statements (``folded`` is not).
+_FOLDED: Final = "analytics_folded"
+
+# Bump when the fold or the cube changes shape.
+_FOLD_VERSION = 1
+
+#: The cube's key and measures, in column order.
+KEY: Final = ("hour", "country", "carrier", "sender", "tag", "status", "error_family")
+MEASURES: Final = (
+    "messages",
+    "units",
+    "total_amount",
+    *bucket_columns("queue"),
+    *bucket_columns("carrier"),
+)
+
+
+def _names(names: Sequence[str], alias: str | None = None) -> sql.Composable:
+    return sql.SQL(", ").join(
+        sql.Identifier(alias, name) if alias else sql.Identifier(name) for name in names
+    )
+
+
+_FACTS_TABLE: Final = sql.SQL(
+    # hour: the hour the message is counted under, stored (see projections.metrics' day).
+    "CREATE TABLE {facts} ({columns}, hour timestamptz NOT NULL)"
+).format(facts=sql.Identifier(FACTS), columns=fold.column_definitions(COLUMNS))
+_COUNTS_TABLE: Final = sql.SQL(
+    "CREATE TABLE {counts} (hour timestamptz NOT NULL, {dims},"
+    " messages bigint NOT NULL, units bigint NOT NULL, total_amount numeric NOT NULL,"
+    " {buckets}, PRIMARY KEY ({key}))"
+).format(
+    counts=sql.Identifier(COUNTS),
+    dims=sql.SQL(", ").join(
+        sql.SQL('{} text COLLATE "C" NOT NULL').format(sql.Identifier(name)) for name in KEY[1:]
+    ),
+    buckets=sql.SQL(", ").join(
+        sql.SQL("{} integer NOT NULL").format(sql.Identifier(name))
+        for stage in STAGES
+        for name in bucket_columns(stage)
+    ),
+    key=_names(KEY),
+)
+_ALERTS_TABLE: Final = sql.SQL(
+    "CREATE TABLE {} ("
+    ' country text COLLATE "C" NOT NULL, carrier text COLLATE "C" NOT NULL,'
+    ' sender text COLLATE "C" NOT NULL,'
+    " window_start timestamptz NOT NULL, window_end timestamptz NOT NULL,"
+    " messages bigint NOT NULL, delivery_rate float8 NOT NULL, baseline_rate float8 NOT NULL,"
+    " drop_points float8 NOT NULL, since timestamptz NOT NULL,"
+    " PRIMARY KEY (country, carrier, sender))"
+).format(sql.Identifier(ALERTS))
+
+
+def lookups() -> sql.Composable:
+    """The CTEs ``analytics_networks (mcc, mnc, country, carrier)`` and
+    ``analytics_number_prefixes (prefix, country)``: the lookup data of
+    :mod:`projections.networks`, passed to the statements that place messages as array
+    parameters (:func:`lookup_parameters`), so that no table has to be filled before a view
+    can be fed, and the statements stay small to plan."""
+    return _LOOKUPS
+
+
+_LOOKUPS: Final = sql.SQL(
+    "{networks} AS (SELECT * FROM unnest(%(analytics_net_mcc)s::text[],"
+    " %(analytics_net_mnc)s::integer[], %(analytics_net_country)s::text[],"
+    " %(analytics_net_carrier)s::text[]) AS n(mcc, mnc, country, carrier)),"
+    " {prefixes} AS (SELECT * FROM unnest(%(analytics_prefix)s::text[],"
+    " %(analytics_prefix_country)s::text[]) AS p(prefix, country))"
+).format(networks=sql.Identifier(NETWORKS), prefixes=sql.Identifier(NUMBER_PREFIXES))
+
+
+def _array(values: Sequence[object]) -> str:
+    """A PostgreSQL array literal: every element quoted, backslashes and quotes escaped."""
+    quoted = (str(v).replace("\\", "\\\\").replace('"', '\\"') for v in values)
+    return "{" + ",".join(f'"{v}"' for v in quoted) + "}"
+
+
+@functools.cache
+def lookup_parameters() -> Mapping[str, str]:
+    """The lookup data as the columns :func:`lookups` reads, each an array literal rendered
+    once per process: adapting thousands of list items for every batch would cost the
+    projector more than the fold."""
+    networks, prefixes = network_rows(), number_prefix_rows()
+    return MappingProxyType(
+        {
+            "analytics_net_mcc": _array([row[0] for row in networks]),
+            "analytics_net_mnc": _array([row[1] for row in networks]),
+            "analytics_net_country": _array([row[2] for row in networks]),
+            "analytics_net_carrier": _array([row[3] for row in networks]),
+            "analytics_prefix": _array([row[0] for row in prefixes]),
+            "analytics_prefix_country": _array([row[1] for row in prefixes]),
+        }
+    )
+
+
+def _error_family(code: sql.Composable) -> sql.Composable:
+    return sql.SQL("CASE WHEN {code} IS NULL THEN '' {families} ELSE {unknown} END").format(
+        code=code,
+        families=sql.SQL(" ").join(
+            sql.SQL("WHEN {} IN ({}) THEN {}").format(
+                code, sql.SQL(", ").join(map(sql.Literal, codes)), sql.Literal(family)
+            )
+            for family, codes in ERROR_FAMILIES.items()
+        ),
+        unknown=sql.Literal(UNKNOWN_FAMILY),
+    )
+
+
+def placed(relation: str, passed: Sequence[str] = ()) -> sql.Composable:
+    """Each fact of ``relation`` (a relation with the facts' columns) with its cell's
+    dimensions (:data:`KEY`), units, amount, its latency buckets ``qb`` (queue) and ``cb``
+    (carrier), and the ``passed`` columns of the relation as they are. A statement using it
+    defines the :func:`lookups` CTEs. The lookups are part of the view (rebuilt when their
+    data changes), so a fact's cell is the same when it is taken out as when it was put in."""
+
+    def column(name: str) -> sql.Identifier:
+        return sql.Identifier("r", name)
+
+    mnc = sql.SQL(
+        "CASE WHEN length(r.mnc) <= 4 AND ltrim(r.mnc, '0123456789') = '' THEN r.mnc::integer END"
+    )
+    return sql.SQL(
+        "SELECT r.hour,{passed}"
+        " CASE WHEN r.mcc IS NULL THEN coalesce(num.country, '')"
+        "  ELSE coalesce(net.country, home.country, '') END AS country,"
+        " CASE WHEN r.mcc IS NULL THEN ''"
+        "  ELSE coalesce(net.carrier, r.mcc || '-' || coalesce(r.mnc, '')) END AS carrier,"
+        " coalesce(r.powerpack_uuid, r.from_number, '') AS sender, coalesce(r.tag, '') AS tag,"
+        " coalesce(r.status, '') AS status, {family} AS error_family,"
+        " coalesce(r.units, 0) AS units, coalesce(r.total_amount, 0) AS total_amount,"
+        " CASE WHEN r.sent_at IS NOT NULL AND r.queued_at IS NOT NULL THEN {queue} END AS qb,"
+        " CASE WHEN r.delivered_at IS NOT NULL AND r.sent_at IS NOT NULL THEN {carrier} END"
+        "  AS cb"
+        " FROM {relation} AS r"
+        " LEFT JOIN {networks} AS net ON net.mcc = r.mcc AND net.mnc = {mnc}"
+        " LEFT JOIN {networks} AS home ON home.mcc = r.mcc AND home.mnc = {any}"
+        # The longest prefix of the number found, for the messages without an MCC: hash
+        # joins of each number's prefixes, instead of a search per message.
+        # (Per message and number: a relation may hold a message's old and new facts.)
+        " LEFT JOIN (SELECT DISTINCT ON (x.message_uuid, x.to_number) x.message_uuid,"
+        "  x.to_number, p.country"
+        "  FROM {relation} AS x CROSS JOIN generate_series(1, {longest}) AS n"
+        "  JOIN {prefixes} AS p ON p.prefix = left(x.to_number, n)"
+        "  WHERE x.mcc IS NULL ORDER BY x.message_uuid, x.to_number, n DESC) AS num"
+        "  ON num.message_uuid = r.message_uuid AND num.to_number = r.to_number"
+    ).format(
+        passed=sql.SQL("").join(sql.SQL(" {},").format(column(name)) for name in passed),
+        prefixes=sql.Identifier(NUMBER_PREFIXES),
+        longest=sql.Literal(MAX_PREFIX),
+        family=_error_family(column("error_code")),
+        queue=fold.latency_bucket(column("queued_at"), column("sent_at"), LATENCY_BOUNDS),
+        carrier=fold.latency_bucket(column("sent_at"), column("delivered_at"), LATENCY_BOUNDS),
+        relation=sql.Identifier(relation),
+        networks=sql.Identifier(NETWORKS),
+        mnc=mnc,
+        any=sql.Literal(ANY_NETWORK),
+    )
+
+
+def _cell(relation: str, sign: int | None = None) -> sql.Composable:
+    """Each fact of ``relation`` as its contribution to its cube cell, with ``sign`` 1 to add
+    it or -1 to take it out (None: the relation's own ``sign`` column says, so that the
+    facts taken out and put in are placed in one pass)."""
+    signed = sql.Literal(sign) if sign is not None else sql.Identifier("sign")
+    buckets = [
+        sql.SQL("CASE WHEN {} = {} THEN {} ELSE 0 END AS {}").format(
+            sql.Identifier(short), sql.Literal(i), signed, sql.Identifier(name)
+        )
+        for stage, short in zip(STAGES, ("qb", "cb"), strict=True)
+        for i, name in enumerate(bucket_columns(stage))
+    ]
+    return sql.SQL(
+        "SELECT {key}, {sign} AS messages, {sign} * units AS units,"
+        " {sign} * total_amount AS total_amount, {buckets} FROM ({dims}) AS d"
+    ).format(
+        key=_names(KEY),
+        sign=signed,
+        buckets=sql.SQL(", ").join(buckets),
+        dims=placed(relation, () if sign is not None else ("sign",)),
+    )
+
+
+_FACTS_UPSERT: Final = sql.SQL(
+    "INSERT INTO {facts} AS cur ({columns}, hour)"
+    " SELECT {columns}, date_trunc('hour', f.first_event_at, %(analytics_zone)s)"
+    " FROM {folded} AS f"
+    " ON CONFLICT (message_uuid) DO UPDATE SET {merge}, hour = CASE WHEN"
+    " excluded.first_event_at < cur.first_event_at THEN excluded.hour ELSE cur.hour END"
+).format(
+    facts=sql.Identifier(FACTS),
+    columns=fold.column_list(COLUMNS),
+    folded=sql.Identifier(_FOLDED),
+    merge=fold.merge(COLUMNS, "cur"),
+)
+_FOLD: Final = sql.SQL("{} AS ({})").format(
+    sql.Identifier(_FOLDED), fold.folded(sql.Identifier("batch"), COLUMNS, FIELDS)
+)
+
+
+def _sums(names: Sequence[str]) -> sql.Composable:
+    return sql.SQL(", ").join(
+        sql.SQL("sum({0}) AS {0}").format(sql.Identifier(name)) for name in names
+    )
+
+
+def _stored_plus_delta(names: Sequence[str]) -> sql.Composable:
+    return sql.SQL(", ").join(
+        sql.SQL("coalesce(c.{0}, 0) + d.{0} AS {0}").format(sql.Identifier(name)) for name in names
+    )
+
+
+_COUNTED: Final = [m for m in MEASURES if m != "total_amount"]
+
+
+# As projections.metrics' apply: the touched messages' old and new cells netted per cell,
+# then written back (insert new cells, update others, delete those left empty). Amounts are
+# trimmed so that the cube does not depend on the history that led to it.
+def _apply() -> sql.Composable:
+    return sql.SQL(
+        "{lookups}, {fold}, analytics_old AS (SELECT * FROM {facts}"
+        "  WHERE message_uuid IN (SELECT message_uuid FROM {folded})),"
+        " analytics_saved AS ({facts_upsert} RETURNING *),"
+        " analytics_changes AS (SELECT *, -1 AS sign FROM analytics_old"
+        "  UNION ALL SELECT *, 1 FROM analytics_saved),"
+        " analytics_delta AS (SELECT {key}, {sums} FROM ({changes}) AS changes"
+        "  GROUP BY {key} HAVING {changed}),"
+        " analytics_cells AS (SELECT {key}, c.messages IS NOT NULL AS stored, {counted},"
+        "  trim_scale(coalesce(c.total_amount, 0) + d.total_amount) AS total_amount"
+        "  FROM analytics_delta AS d LEFT JOIN {counts} AS c USING ({key})),"
+        " analytics_inserted AS (INSERT INTO {counts} ({columns})"
+        "  SELECT {columns} FROM analytics_cells WHERE NOT stored),"
+        " analytics_updated AS (UPDATE {counts} AS c SET {assign} FROM analytics_cells AS cells"
+        "  WHERE cells.stored AND cells.messages <> 0 AND ({c_key}) = ({cells_key})),"
+        " analytics_deleted AS (DELETE FROM {counts} AS c USING analytics_cells AS cells"
+        "  WHERE cells.stored AND cells.messages = 0 AND ({c_key}) = ({cells_key}))"
+    ).format(
+        lookups=lookups(),
+        fold=_FOLD,
+        facts=sql.Identifier(FACTS),
+        folded=sql.Identifier(_FOLDED),
+        facts_upsert=_FACTS_UPSERT,
+        key=_names(KEY),
+        sums=_sums(MEASURES),
+        changes=_cell("analytics_changes"),
+        changed=sql.SQL(" OR ").join(
+            sql.SQL("sum({}) <> 0").format(sql.Identifier(name)) for name in MEASURES
+        ),
+        counts=sql.Identifier(COUNTS),
+        counted=_stored_plus_delta(_COUNTED),
+        columns=_names((*KEY, *MEASURES)),
+        assign=sql.SQL(", ").join(
+            sql.SQL("{0} = cells.{0}").format(sql.Identifier(name)) for name in MEASURES
+        ),
+        c_key=_names(KEY, "c"),
+        cells_key=_names(KEY, "cells"),
+    )
+
+
+_BUILD: Final = sql.SQL("{}, analytics_facts_built AS ({})").format(_FOLD, _FACTS_UPSERT)
+
+
+def _cube() -> sql.Composed:
+    return sql.SQL(
+        "WITH {lookups} INSERT INTO {counts} ({columns}) SELECT {key}, count(*), sum(units),"
+        " trim_scale(sum(total_amount)), {buckets} FROM ({cells}) AS cells GROUP BY {key}"
+    ).format(
+        lookups=lookups(),
+        counts=sql.Identifier(COUNTS),
+        columns=_names((*KEY, *MEASURES)),
+        key=_names(KEY),
+        buckets=sql.SQL(", ").join(
+            sql.SQL("sum({})").format(sql.Identifier(name)) for name in MEASURES[3:]
+        ),
+        cells=_cell(FACTS, 1),
+    )
+
+
+# The alert rule reads the facts by first event time.
+_FACTS_BY_TIME: Final = sql.SQL(
+    "CREATE INDEX analytics_facts_recent ON {} (first_event_at)"
+).format(sql.Identifier(FACTS))
+
+
+class DeliveryAnalyticsProjector:
+    """Folds messages into the delivery-analytics cube, by the hour of each message's first
+    event in ``timezone``, with the value of the tag ``tag_key`` as one dimension.
+
+    ``version`` folds in a checksum of the zone, the tag key and the lookup data's package
+    versions, so that changing any of them rebuilds the view.
+    """
+
+    name = "delivery_analytics"
+    tables: tuple[str, ...] = (FACTS, COUNTS, ALERTS)
+
+    def __init__(
+        self,
+        timezone: str = "UTC",
+        tag_key: str = "campaign",
+        *,
+        derived: Sequence[DDL] = (),
+        derived_parameters: Mapping[str, Any] | None = None,
+    ) -> None:
+        """``derived`` are statements that recompute state derived from the facts (the
+        alerts of :mod:`projections.alerts`) once a rebuild has filled them, with
+        ``derived_parameters``."""
+        try:
+            ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {timezone!r}: use an IANA name such as UTC or Asia/Kolkata"
+            ) from None
+        if not TAG_KEY.fullmatch(tag_key):
+            raise ValueError(f"tag key {tag_key!r} is not 1-64 letters, digits, '_', '.' or '-'")
+        self.timezone = timezone
+        self.tag_key = tag_key
+        self._derived = tuple(derived)
+        self._derived_parameters = dict(derived_parameters or {})
+        identity = f"{timezone}\0{tag_key}\0{DATA_VERSION}".encode()
+        self.version = _FOLD_VERSION * 1_000_000 + zlib.crc32(identity) % 1_000_000
+
+    def schema(self) -> Sequence[DDL]:
+        """The facts, the cube and the alerts."""
+        return [
+            _FACTS_TABLE,
+            _COUNTS_TABLE,
+            _ALERTS_TABLE,
+        ]
+
+    def indexes(self) -> Sequence[DDL]:
+        """The facts by first event time, for the alert rule's windows; the cube is read by
+        hour, its key's first column."""
+        return [_FACTS_BY_TIME]
+
+    def apply(self) -> sql.Composable:
+        """The batch folded, its facts upserted, the touched messages moved between cells."""
+        return _apply()
+
+    def build(self) -> sql.Composable:
+        """The chunk folded and its facts upserted; the cube is left to :meth:`finish_build`."""
+        return _BUILD
+
+    def finish_build(self) -> Sequence[DDL]:
+        """The cube, from the facts, and the derived statements (the alerts)."""
+        return [_cube(), *self._derived]
+
+    def parameters(self) -> Mapping[str, Any]:
+        """The lookup data, the zone whose hours messages are counted under, the tag's payload
+        key, and the derived statements' parameters."""
+        return {
+            **lookup_parameters(),
+            **self._derived_parameters,
+            "analytics_zone": self.timezone,
+            "analytics_tag": f"tag.{self.tag_key}",
+        }
