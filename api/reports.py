@@ -15,8 +15,9 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 from api.auth import require_token
 from api.problems import Problem, problem_responses
 from api.services import Services, services_of
-from api.tag_filters import TAG_NAME, parse_tag_filters
+from api.tag_filters import parse_tag_filters
 from ledger.error_codes import ERROR_CODES
+from ledger.events import TAG_NAME
 from projections.fold import STATUS_RANKS
 from projections.queries import daily_metrics, daily_metrics_by_tag
 from projections.views import NO_STATUS, DailyMetrics

@@ -14,8 +14,8 @@ from litestar.params import HeaderParameter, JSONBody
 from api.auth import require_send_token
 from api.problems import Problem, problem_responses, problem_spec
 from api.services import services_of
-from api.tag_filters import TAG_NAME
 from api.telemetry import SENDS
+from ledger.events import TAG_NAME
 from ledger.send_events import SendRequest, request_id_for
 from ledger.sends import (
     IdempotencyConflict,

@@ -3,12 +3,9 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
-from typing import Final
 
-#: Tag names are plain words, so that ``name=value`` always parses; values are any text.
-TAG_NAME: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+from ledger.events import TAG_NAME
 
 
 def parse_tag_filters(values: Sequence[str]) -> dict[str, str]:

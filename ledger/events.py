@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Final, Literal
 from uuid import UUID
@@ -33,6 +34,8 @@ SEND_REQUEST_EVENTS: Final = (SEND_REQUESTED, SEND_FAILED, SEND_OUTCOME_UNKNOWN)
 #: (``tag.<name>``).
 SEND_REQUEST_KEY: Final = "SendRequest"
 TAG_PREFIX: Final = "tag."
+#: What a tag name may be: a plain word, so that ``name=value`` filters always parse.
+TAG_NAME: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 SignatureScheme = Literal["v3", "v3-ma", "v2", "v2-ma", "unsigned", "system"]
 

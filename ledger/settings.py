@@ -19,6 +19,7 @@ from dotenv import dotenv_values
 
 from ledger.durations import DURATION_FORMS, NotADuration, parse_duration
 from ledger.error_families import resend_codes
+from ledger.events import TAG_NAME
 
 #: The per-user directory platformdirs names for this application.
 APP_NAME: Final = "plivo-delivery-ledger"
@@ -224,15 +225,13 @@ def _resend_codes(name: str, value: str) -> frozenset[str]:
         ) from None
 
 
-#: The form of ``LEDGER_ANALYTICS_TAG``: a key of the send path's ``tag.<key>`` fields.
-TAG_KEY: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _COUNTRY = re.compile(r"[A-Z]{2}")
 _DROP = re.compile(r"(\d+(?:\.\d+)?)\s*(pp|%)")
 _WEBHOOK_SECRET = re.compile(r"whsec_[A-Za-z0-9+/]{16,}={0,2}")
 
 
 def _tag_key(name: str, value: str) -> str:
-    if not TAG_KEY.fullmatch(value):
+    if not TAG_NAME.fullmatch(value):
         raise SettingsError(
             f"{name}={value!r} is not a tag key: set 1-64 letters, digits, '_', '.' or '-',"
             " e.g. campaign"

@@ -39,8 +39,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from psycopg import sql
 
 from ledger.error_families import FAMILIES, UNKNOWN_FAMILY
-from ledger.events import MESSAGE_SUBMITTED
-from ledger.settings import TAG_KEY
+from ledger.events import MESSAGE_SUBMITTED, TAG_NAME
 from projections import fold
 from projections.base import DDL
 from projections.networks import (
@@ -410,7 +409,7 @@ class DeliveryAnalyticsProjector:
             raise ValueError(
                 f"unknown time zone {timezone!r}: use an IANA name such as UTC or Asia/Kolkata"
             ) from None
-        if not TAG_KEY.fullmatch(tag_key):
+        if not TAG_NAME.fullmatch(tag_key):
             raise ValueError(f"tag key {tag_key!r} is not 1-64 letters, digits, '_', '.' or '-'")
         self.timezone = timezone
         self.tag_key = tag_key

@@ -86,6 +86,17 @@ def _plivo_record(uuid: str, state: str) -> dict[str, str]:
     }
 
 
+async def _delivered_without_callbacks(
+    client: Client, headers: dict[str, str], plivo: FakePlivo, database_url: str
+) -> str:
+    """A message sent and projected whose callbacks never came, though Plivo delivered it."""
+    message = await _sent(client, headers)
+    uuid: str = message["message_uuid"]
+    plivo.messages[uuid] = _plivo_record(uuid, "delivered")
+    await wait_for_views(database_url, message["position"])
+    return uuid
+
+
 LATER = timedelta(minutes=31)
 
 
@@ -98,10 +109,7 @@ async def test_reconciliation_recovers_a_message_whose_callbacks_never_came(
     conn: Conn,
     database_url: str,
 ) -> None:
-    message = await _sent(send_client, send_auth)
-    uuid = message["message_uuid"]
-    plivo.messages[uuid] = _plivo_record(uuid, "delivered")
-    await wait_for_views(database_url, message["position"])
+    uuid = await _delivered_without_callbacks(send_client, send_auth, plivo, database_url)
     async with jobs_for(send_settings, pool) as jobs:
         # Not while its callbacks may still come.
         assert await jobs.reconcile() == 0
@@ -247,10 +255,7 @@ async def test_a_reconciled_message_is_not_expired_and_two_schedulers_reconcile_
     conn: Conn,
     database_url: str,
 ) -> None:
-    message = await _sent(send_client, send_auth)
-    uuid = message["message_uuid"]
-    plivo.messages[uuid] = _plivo_record(uuid, "delivered")
-    await wait_for_views(database_url, message["position"])
+    uuid = await _delivered_without_callbacks(send_client, send_auth, plivo, database_url)
     # Backdate the view, so that the schedulers' own clock finds the message stale.
     await conn.execute(
         "UPDATE message_status SET last_event_at = last_event_at - interval '1 hour'"
