@@ -33,7 +33,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 
 from ledger.settings import DropThreshold, Settings
 from ledger.webhooks import signed_headers
-from projections.analytics import ALERTS, FACTS, lookup_parameters, lookups, placed
+from projections.analytics import ALERTS, FACTS, placed
 from projections.breakdown import DELIVERED, OUTCOMES
 
 log = logging.getLogger(__name__)
@@ -111,8 +111,7 @@ def _statement(rule: AlertRule) -> sql.Composed:
         " OR (status = 'sent' AND country = ANY(%(alert_counted)s)))"
     )
     return sql.SQL(
-        "WITH {lookups},"
-        " alert_recent AS (SELECT f.*, w.days_ago FROM generate_series(0, %(alert_days)s)"
+        "WITH alert_recent AS (SELECT f.*, w.days_ago FROM generate_series(0, %(alert_days)s)"
         "  AS w(days_ago) JOIN {facts} AS f"
         "  ON f.first_event_at >= {now} - w.days_ago * interval '1 day' - %(alert_window)s"
         "  AND f.first_event_at < {now} - w.days_ago * interval '1 day'),"
@@ -144,7 +143,6 @@ def _statement(rule: AlertRule) -> sql.Composed:
         " SELECT *, false AS resolved FROM alert_saved"
         " UNION ALL SELECT *, false, true FROM alert_resolved"
     ).format(
-        lookups=lookups(),
         facts=sql.Identifier(FACTS),
         placed=placed("alert_recent", ["days_ago"]),
         every=sql.Literal(EVERY),
@@ -159,7 +157,6 @@ def _statement(rule: AlertRule) -> sql.Composed:
 def parameters(rule: AlertRule, now: datetime | None) -> dict[str, Any]:
     """The statement's parameters; ``now`` None is the database's clock."""
     return {
-        **lookup_parameters(),
         "alert_now": now,
         "alert_window": rule.window,
         "alert_days": rule.baseline_days,

@@ -10,6 +10,9 @@ Tables:
   family): messages, units, amount, and two histograms, one column per bucket of
   :data:`LATENCY_BOUNDS`: queued → sent (``queue_NN``: Plivo's queue and rate limits) and
   sent → delivered (``carrier_NN``: the carrier).
+* ``analytics_days``: the cube rolled up by day (in ``LEDGER_TIMEZONE``), kept in the same
+  statement as the hours, so that a breakdown over weeks reads a cell per day, not per hour
+  (:mod:`projections.breakdown` reads the whole days of a range here, its edges by hour).
 * ``analytics_networks`` and ``analytics_number_prefixes``: the lookup data of
   :mod:`projections.networks`, filled when the tables are built, so that the fold and the
   readers find countries and carriers in SQL.
@@ -32,7 +35,6 @@ from __future__ import annotations
 import functools
 import zlib
 from collections.abc import Mapping, Sequence
-from types import MappingProxyType
 from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -52,8 +54,11 @@ from projections.networks import (
 
 FACTS: Final = "analytics_facts"
 COUNTS: Final = "analytics_counts"
+DAYS: Final = "analytics_days"
 NETWORKS: Final = "analytics_networks"
 NUMBER_PREFIXES: Final = "analytics_number_prefixes"
+#: The tables of fixed data, filled with the schema (:func:`lookup_fills`).
+LOOKUP_TABLES: Final = (NETWORKS, NUMBER_PREFIXES)
 ALERTS: Final = "delivery_alerts"
 
 #: Upper bounds (seconds, exclusive) of both latency histograms' buckets: the daily view's,
@@ -101,10 +106,12 @@ COLUMNS: Final = (
 _FOLDED: Final = "analytics_folded"
 
 # Bump when the fold or the cube changes shape.
-_FOLD_VERSION = 1
+_FOLD_VERSION = 2
 
 #: The cube's key and measures, in column order.
 KEY: Final = ("hour", "country", "carrier", "sender", "tag", "status", "error_family")
+#: The daily roll-up's key: the same cells, by day.
+DAY_KEY: Final = ("day", *KEY[1:])
 MEASURES: Final = (
     "messages",
     "units",
@@ -124,22 +131,29 @@ _FACTS_TABLE: Final = sql.SQL(
     # hour: the hour the message is counted under, stored (see projections.metrics' day).
     "CREATE TABLE {facts} ({columns}, hour timestamptz NOT NULL)"
 ).format(facts=sql.Identifier(FACTS), columns=fold.column_definitions(COLUMNS))
-_COUNTS_TABLE: Final = sql.SQL(
-    "CREATE TABLE {counts} (hour timestamptz NOT NULL, {dims},"
-    " messages bigint NOT NULL, units bigint NOT NULL, total_amount numeric NOT NULL,"
-    " {buckets}, PRIMARY KEY ({key}))"
-).format(
-    counts=sql.Identifier(COUNTS),
-    dims=sql.SQL(", ").join(
-        sql.SQL('{} text COLLATE "C" NOT NULL').format(sql.Identifier(name)) for name in KEY[1:]
-    ),
-    buckets=sql.SQL(", ").join(
-        sql.SQL("{} integer NOT NULL").format(sql.Identifier(name))
-        for stage in STAGES
-        for name in bucket_columns(stage)
-    ),
-    key=_names(KEY),
-)
+
+
+def _cube_table(table: str, key: Sequence[str]) -> sql.Composed:
+    """``CREATE TABLE`` for a cube keyed by ``key`` (its first column a timestamptz)."""
+    return sql.SQL(
+        "CREATE TABLE {table} ({period} timestamptz NOT NULL, {dims},"
+        " messages bigint NOT NULL, units bigint NOT NULL, total_amount numeric NOT NULL,"
+        " {buckets}, PRIMARY KEY ({key}))"
+    ).format(
+        table=sql.Identifier(table),
+        period=sql.Identifier(key[0]),
+        dims=sql.SQL(", ").join(
+            sql.SQL('{} text COLLATE "C" NOT NULL').format(sql.Identifier(name)) for name in key[1:]
+        ),
+        buckets=sql.SQL(", ").join(
+            sql.SQL("{} integer NOT NULL").format(sql.Identifier(name))
+            for stage in STAGES
+            for name in bucket_columns(stage)
+        ),
+        key=_names(key),
+    )
+
+
 _ALERTS_TABLE: Final = sql.SQL(
     "CREATE TABLE {} ("
     ' country text COLLATE "C" NOT NULL, carrier text COLLATE "C" NOT NULL,'
@@ -151,45 +165,46 @@ _ALERTS_TABLE: Final = sql.SQL(
 ).format(sql.Identifier(ALERTS))
 
 
-def lookups() -> sql.Composable:
-    """The CTEs ``analytics_networks (mcc, mnc, country, carrier)`` and
-    ``analytics_number_prefixes (prefix, country)``: the lookup data of
-    :mod:`projections.networks`, passed to the statements that place messages as array
-    parameters (:func:`lookup_parameters`), so that no table has to be filled before a view
-    can be fed, and the statements stay small to plan."""
-    return _LOOKUPS
+_NETWORKS_TABLE: Final = sql.SQL(
+    'CREATE TABLE {} (mcc text COLLATE "C" NOT NULL, mnc integer NOT NULL,'
+    ' country text COLLATE "C" NOT NULL, carrier text COLLATE "C" NOT NULL,'
+    " PRIMARY KEY (mcc, mnc))"
+).format(sql.Identifier(NETWORKS))
+_NUMBER_PREFIXES_TABLE: Final = sql.SQL(
+    'CREATE TABLE {} (prefix text COLLATE "C" PRIMARY KEY, country text COLLATE "C" NOT NULL)'
+).format(sql.Identifier(NUMBER_PREFIXES))
 
 
-_LOOKUPS: Final = sql.SQL(
-    "{networks} AS (SELECT * FROM unnest(%(analytics_net_mcc)s::text[],"
-    " %(analytics_net_mnc)s::integer[], %(analytics_net_country)s::text[],"
-    " %(analytics_net_carrier)s::text[]) AS n(mcc, mnc, country, carrier)),"
-    " {prefixes} AS (SELECT * FROM unnest(%(analytics_prefix)s::text[],"
-    " %(analytics_prefix_country)s::text[]) AS p(prefix, country))"
-).format(networks=sql.Identifier(NETWORKS), prefixes=sql.Identifier(NUMBER_PREFIXES))
-
-
-def _array(values: Sequence[object]) -> str:
-    """A PostgreSQL array literal: every element quoted, backslashes and quotes escaped."""
+def _array(values: Sequence[object], element: str) -> sql.Composed:
+    """A PostgreSQL array of ``element`` values as one literal: each quoted, backslashes and
+    quotes escaped."""
     quoted = (str(v).replace("\\", "\\\\").replace('"', '\\"') for v in values)
-    return "{" + ",".join(f'"{v}"' for v in quoted) + "}"
+    text = "{" + ",".join(f'"{v}"' for v in quoted) + "}"
+    return sql.SQL("{}::{}[]").format(sql.Literal(text), sql.SQL(element))
 
 
 @functools.cache
-def lookup_parameters() -> Mapping[str, str]:
-    """The lookup data as the columns :func:`lookups` reads, each an array literal rendered
-    once per process: adapting thousands of list items for every batch would cost the
-    projector more than the fold."""
+def lookup_fills() -> tuple[sql.Composed, ...]:
+    """The statements filling ``analytics_networks (mcc, mnc, country, carrier)`` and
+    ``analytics_number_prefixes (prefix, country)`` with the lookup data of
+    :mod:`projections.networks`. They are part of the view's schema: a build fills them
+    once, and the data's version is part of the view's, so that new data rebuilds the view.
+    Joined as tables by key, they cost the fold a few index probes per batch; read from
+    parameters instead, they cost it 3 ms of parsing per batch."""
     networks, prefixes = network_rows(), number_prefix_rows()
-    return MappingProxyType(
-        {
-            "analytics_net_mcc": _array([row[0] for row in networks]),
-            "analytics_net_mnc": _array([row[1] for row in networks]),
-            "analytics_net_country": _array([row[2] for row in networks]),
-            "analytics_net_carrier": _array([row[3] for row in networks]),
-            "analytics_prefix": _array([row[0] for row in prefixes]),
-            "analytics_prefix_country": _array([row[1] for row in prefixes]),
-        }
+    return (
+        sql.SQL("INSERT INTO {} SELECT * FROM unnest({}, {}, {}, {})").format(
+            sql.Identifier(NETWORKS),
+            _array([row[0] for row in networks], "text"),
+            _array([row[1] for row in networks], "integer"),
+            _array([row[2] for row in networks], "text"),
+            _array([row[3] for row in networks], "text"),
+        ),
+        sql.SQL("INSERT INTO {} SELECT * FROM unnest({}, {})").format(
+            sql.Identifier(NUMBER_PREFIXES),
+            _array([row[0] for row in prefixes], "text"),
+            _array([row[1] for row in prefixes], "text"),
+        ),
     )
 
 
@@ -209,9 +224,9 @@ def _error_family(code: sql.Composable) -> sql.Composable:
 def placed(relation: str, passed: Sequence[str] = ()) -> sql.Composable:
     """Each fact of ``relation`` (a relation with the facts' columns) with its cell's
     dimensions (:data:`KEY`), units, amount, its latency buckets ``qb`` (queue) and ``cb``
-    (carrier), and the ``passed`` columns of the relation as they are. A statement using it
-    defines the :func:`lookups` CTEs. The lookups are part of the view (rebuilt when their
-    data changes), so a fact's cell is the same when it is taken out as when it was put in."""
+    (carrier), and the ``passed`` columns of the relation as they are. The lookup tables
+    are part of the view (rebuilt when their data changes), so a fact's cell is the same
+    when it is taken out as when it was put in."""
 
     def column(name: str) -> sql.Identifier:
         return sql.Identifier("r", name)
@@ -312,29 +327,68 @@ def _stored_plus_delta(names: Sequence[str]) -> sql.Composable:
 _COUNTED: Final = [m for m in MEASURES if m != "total_amount"]
 
 
+def _write_back(name: str, delta: str, table: str, key: Sequence[str]) -> sql.Composable:
+    """CTEs adding the netted deltas of ``delta`` (a CTE keyed by ``key``) to the cube
+    ``table``: new cells inserted, others updated, those left empty deleted. ``name``
+    prefixes the CTEs' names."""
+    cells = sql.Identifier(f"{name}_cells")
+    return sql.SQL(
+        "{cells} AS (SELECT {key}, c.messages IS NOT NULL AS stored, {counted},"
+        "  trim_scale(coalesce(c.total_amount, 0) + d.total_amount) AS total_amount"
+        "  FROM {delta} AS d LEFT JOIN {table} AS c USING ({key})),"
+        " {inserted} AS (INSERT INTO {table} ({columns})"
+        "  SELECT {columns} FROM {cells} WHERE NOT stored),"
+        " {updated} AS (UPDATE {table} AS c SET {assign} FROM {cells} AS cells"
+        "  WHERE cells.stored AND cells.messages <> 0 AND ({c_key}) = ({cells_key})),"
+        " {deleted} AS (DELETE FROM {table} AS c USING {cells} AS cells"
+        "  WHERE cells.stored AND cells.messages = 0 AND ({c_key}) = ({cells_key}))"
+    ).format(
+        cells=cells,
+        inserted=sql.Identifier(f"{name}_inserted"),
+        updated=sql.Identifier(f"{name}_updated"),
+        deleted=sql.Identifier(f"{name}_deleted"),
+        delta=sql.Identifier(delta),
+        table=sql.Identifier(table),
+        key=_names(key),
+        counted=_stored_plus_delta(_COUNTED),
+        columns=_names((*key, *MEASURES)),
+        assign=sql.SQL(", ").join(
+            sql.SQL("{0} = cells.{0}").format(sql.Identifier(name)) for name in MEASURES
+        ),
+        c_key=_names(key, "c"),
+        cells_key=_names(key, "cells"),
+    )
+
+
+def _changed() -> sql.Composable:
+    return sql.SQL(" OR ").join(
+        sql.SQL("sum({}) <> 0").format(sql.Identifier(name)) for name in MEASURES
+    )
+
+
+def _by_day(relation: sql.Composable) -> sql.Composable:
+    """The hour cells of ``relation`` summed into day cells (days in the view's zone)."""
+    return sql.SQL(
+        "SELECT date_trunc('day', hour, %(analytics_zone)s) AS day, {rest}, {sums}"
+        " FROM {relation} AS hours GROUP BY 1, {rest} HAVING {changed}"
+    ).format(rest=_names(KEY[1:]), sums=_sums(MEASURES), relation=relation, changed=_changed())
+
+
 # As projections.metrics' apply: the touched messages' old and new cells netted per cell,
-# then written back (insert new cells, update others, delete those left empty). Amounts are
-# trimmed so that the cube does not depend on the history that led to it.
+# then written back to the hours and, summed by day, to the days. Amounts are trimmed so
+# that the cube does not depend on the history that led to it.
 def _apply() -> sql.Composable:
     return sql.SQL(
-        "{lookups}, {fold}, analytics_old AS (SELECT * FROM {facts}"
+        "{fold}, analytics_old AS (SELECT * FROM {facts}"
         "  WHERE message_uuid IN (SELECT message_uuid FROM {folded})),"
         " analytics_saved AS ({facts_upsert} RETURNING *),"
         " analytics_changes AS (SELECT *, -1 AS sign FROM analytics_old"
         "  UNION ALL SELECT *, 1 FROM analytics_saved),"
         " analytics_delta AS (SELECT {key}, {sums} FROM ({changes}) AS changes"
         "  GROUP BY {key} HAVING {changed}),"
-        " analytics_cells AS (SELECT {key}, c.messages IS NOT NULL AS stored, {counted},"
-        "  trim_scale(coalesce(c.total_amount, 0) + d.total_amount) AS total_amount"
-        "  FROM analytics_delta AS d LEFT JOIN {counts} AS c USING ({key})),"
-        " analytics_inserted AS (INSERT INTO {counts} ({columns})"
-        "  SELECT {columns} FROM analytics_cells WHERE NOT stored),"
-        " analytics_updated AS (UPDATE {counts} AS c SET {assign} FROM analytics_cells AS cells"
-        "  WHERE cells.stored AND cells.messages <> 0 AND ({c_key}) = ({cells_key})),"
-        " analytics_deleted AS (DELETE FROM {counts} AS c USING analytics_cells AS cells"
-        "  WHERE cells.stored AND cells.messages = 0 AND ({c_key}) = ({cells_key}))"
+        " analytics_day_delta AS ({day_delta}),"
+        " {hours}, {days}"
     ).format(
-        lookups=lookups(),
         fold=_FOLD,
         facts=sql.Identifier(FACTS),
         folded=sql.Identifier(_FOLDED),
@@ -342,17 +396,10 @@ def _apply() -> sql.Composable:
         key=_names(KEY),
         sums=_sums(MEASURES),
         changes=_cell("analytics_changes"),
-        changed=sql.SQL(" OR ").join(
-            sql.SQL("sum({}) <> 0").format(sql.Identifier(name)) for name in MEASURES
-        ),
-        counts=sql.Identifier(COUNTS),
-        counted=_stored_plus_delta(_COUNTED),
-        columns=_names((*KEY, *MEASURES)),
-        assign=sql.SQL(", ").join(
-            sql.SQL("{0} = cells.{0}").format(sql.Identifier(name)) for name in MEASURES
-        ),
-        c_key=_names(KEY, "c"),
-        cells_key=_names(KEY, "cells"),
+        changed=_changed(),
+        day_delta=_by_day(sql.Identifier("analytics_delta")),
+        hours=_write_back("analytics_hour", "analytics_delta", COUNTS, KEY),
+        days=_write_back("analytics_day", "analytics_day_delta", DAYS, DAY_KEY),
     )
 
 
@@ -360,11 +407,14 @@ _BUILD: Final = sql.SQL("{}, analytics_facts_built AS ({})").format(_FOLD, _FACT
 
 
 def _cube() -> sql.Composed:
+    """The cube by hour from the facts, and by day from the hours, in one statement: the
+    finishing statements of a rebuild run in parallel, so the days cannot wait for another."""
     return sql.SQL(
-        "WITH {lookups} INSERT INTO {counts} ({columns}) SELECT {key}, count(*), sum(units),"
-        " trim_scale(sum(total_amount)), {buckets} FROM ({cells}) AS cells GROUP BY {key}"
+        "WITH analytics_hours AS (INSERT INTO {counts} ({columns})"
+        "  SELECT {key}, count(*), sum(units), trim_scale(sum(total_amount)), {buckets}"
+        "  FROM ({cells}) AS cells GROUP BY {key} RETURNING *)"
+        " INSERT INTO {days} ({day_columns}) {by_day}"
     ).format(
-        lookups=lookups(),
         counts=sql.Identifier(COUNTS),
         columns=_names((*KEY, *MEASURES)),
         key=_names(KEY),
@@ -372,6 +422,9 @@ def _cube() -> sql.Composed:
             sql.SQL("sum({})").format(sql.Identifier(name)) for name in MEASURES[3:]
         ),
         cells=_cell(FACTS, 1),
+        days=sql.Identifier(DAYS),
+        day_columns=_names((*DAY_KEY, *MEASURES)),
+        by_day=_by_day(sql.Identifier("analytics_hours")),
     )
 
 
@@ -390,7 +443,9 @@ class DeliveryAnalyticsProjector:
     """
 
     name = "delivery_analytics"
-    tables: tuple[str, ...] = (FACTS, COUNTS, ALERTS)
+    tables: tuple[str, ...] = (FACTS, COUNTS, DAYS, ALERTS, *LOOKUP_TABLES)
+    #: As the daily view: read by analysts, by the hour; its batches are the dearest.
+    busy_interval = 0.25
 
     def __init__(
         self,
@@ -419,16 +474,20 @@ class DeliveryAnalyticsProjector:
         self.version = _FOLD_VERSION * 1_000_000 + zlib.crc32(identity) % 1_000_000
 
     def schema(self) -> Sequence[DDL]:
-        """The facts, the cube and the alerts."""
+        """The facts, the cube by hour and by day, the alerts, and the lookup tables, filled."""
         return [
             _FACTS_TABLE,
-            _COUNTS_TABLE,
+            _cube_table(COUNTS, KEY),
+            _cube_table(DAYS, DAY_KEY),
             _ALERTS_TABLE,
+            _NETWORKS_TABLE,
+            _NUMBER_PREFIXES_TABLE,
+            *lookup_fills(),
         ]
 
     def indexes(self) -> Sequence[DDL]:
-        """The facts by first event time, for the alert rule's windows; the cube is read by
-        hour, its key's first column."""
+        """The facts by first event time, for the alert rule's windows; the cubes are read by
+        hour and by day, their keys' first columns."""
         return [_FACTS_BY_TIME]
 
     def apply(self) -> sql.Composable:
@@ -444,10 +503,9 @@ class DeliveryAnalyticsProjector:
         return [_cube(), *self._derived]
 
     def parameters(self) -> Mapping[str, Any]:
-        """The lookup data, the zone whose hours messages are counted under, the tag's payload
-        key, and the derived statements' parameters."""
+        """The zone whose hours messages are counted under, the tag's payload key, and the
+        derived statements' parameters."""
         return {
-            **lookup_parameters(),
             **self._derived_parameters,
             "analytics_zone": self.timezone,
             "analytics_tag": f"tag.{self.tag_key}",

@@ -4,7 +4,7 @@ both forms, latency percentiles of both stages, charges and cost per delivered m
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, time, timedelta
 from decimal import Decimal
 from typing import Any, Final, Literal
 from zoneinfo import ZoneInfo
@@ -14,7 +14,15 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from projections.analytics import COUNTS, LATENCY_BOUNDS, STAGES, bucket_columns
+from projections.analytics import (
+    COUNTS,
+    DAYS,
+    KEY,
+    LATENCY_BOUNDS,
+    MEASURES,
+    STAGES,
+    bucket_columns,
+)
 from projections.queries import histogram_quantile
 
 Dimension = Literal["country", "carrier", "sender", "hour", "error_family", "tag"]
@@ -32,6 +40,8 @@ DELIVERED: Final = ("delivered", "read")
 OUTCOMES: Final = (*DELIVERED, "undelivered", "failed", "rejected", "expired")
 #: The most rows one breakdown answers.
 MAX_ROWS: Final = 10_000
+#: Memory for a breakdown's sorts and hash tables (PostgreSQL's work_mem), per worker.
+_WORK_MEM: Final = "32MB"
 
 #: Each bucket's upper bound in milliseconds; the last bucket has none.
 BOUNDS_MS: Final = (*(round(bound * 1000) for bound in LATENCY_BOUNDS), None)
@@ -42,7 +52,8 @@ class BreakdownQuery(msgspec.Struct, frozen=True, kw_only=True):
     hour ``start`` falls in), grouped by ``by``, filtered on any dimension (each filter a
     set of accepted values), the top ``limit`` rows by messages. ``sent_as_delivered``
     names the countries where ``sent`` also counts as delivered in the ``*_with_sent``
-    figures (LEDGER_SENT_AS_DELIVERED)."""
+    figures (LEDGER_SENT_AS_DELIVERED). ``timezone`` is the view's (LEDGER_TIMEZONE): its
+    hours and days are counted in that zone."""
 
     start: datetime
     end: datetime
@@ -113,65 +124,135 @@ def _in(column: str, parameter: str) -> sql.Composable:
     return sql.SQL("{} = ANY({})").format(sql.Identifier(column), sql.Placeholder(parameter))
 
 
-def _statement(query: BreakdownQuery) -> tuple[sql.Composed, dict[str, Any]]:
-    """The breakdown's statement and its parameters."""
-    dims = sql.SQL(", ").join(sql.Identifier(d) for d in query.by)
-    params: dict[str, Any] = {
-        "start": query.start,
-        "end": query.end,
-        "zone": query.timezone,
-        "delivered": list(DELIVERED),
-        "outcomes": list(OUTCOMES),
-        "counted": list(query.sent_as_delivered),
-        "limit": query.limit,
-    }
-    conditions: list[sql.Composable] = [
-        sql.SQL("hour >= date_trunc('hour', %(start)s::timestamptz, %(zone)s) AND hour < %(end)s")
-    ]
-    for column in ("status", "country", "carrier", "sender", "tag"):
-        if values := getattr(query, column):
-            conditions.append(_in(column, f"filter_{column}"))
-            params[f"filter_{column}"] = list(values)
-    buckets = [name for stage in STAGES for name in bucket_columns(stage)]
-    measures = ["messages", "delivered", "outcomes", "sent_counted", "units", "amount", *buckets]
-    # Groups first, then the total as a sum over the groups (a handful of rows), so that
-    # each cell is aggregated once, and the plain GROUP BY may use parallel workers.
-    statement = sql.SQL(
-        "WITH breakdown_groups AS (SELECT {dims},"
-        " sum(messages)::bigint AS messages,"
+def _first_hour(query: BreakdownQuery) -> datetime:
+    """The hour (in the view's zone) that ``start`` falls in: the first cell in range."""
+    return query.start.astimezone(ZoneInfo(query.timezone)).replace(
+        minute=0, second=0, microsecond=0
+    )
+
+
+def _whole_days(query: BreakdownQuery) -> tuple[datetime, datetime] | None:
+    """The first and last midnight (in the view's zone) between which the range holds whole
+    days, if it holds any: those days are read from the daily roll-up, a cell per day
+    instead of 24."""
+    zone = ZoneInfo(query.timezone)
+    start = _first_hour(query)
+    first = datetime.combine(start.date(), time(), tzinfo=zone)
+    if first < start:
+        first = datetime.combine(start.date() + timedelta(days=1), time(), tzinfo=zone)
+    last = datetime.combine(query.end.astimezone(zone).date(), time(), tzinfo=zone)
+    return (first, last) if first < last else None
+
+
+def _cells(query: BreakdownQuery, params: dict[str, Any], *, hourly: bool) -> sql.Composable:
+    """The cube cells in range: by hour when ``hourly``, else the whole days from the daily
+    roll-up and only the range's partial first and last days by hour."""
+    # The first hour is a parameter, not date_trunc(): a scan would call that for each row.
+    hours = sql.SQL("hour >= %(first_hour)s AND hour < %(end)s")
+    days = None if hourly else _whole_days(query)
+    if days is None:
+        return sql.SQL("SELECT * FROM {} WHERE {}").format(sql.Identifier(COUNTS), hours)
+    params["first_day"], params["last_day"] = days
+    columns = sql.SQL(", ").join(sql.Identifier(name) for name in (*KEY[1:], *MEASURES))
+    return sql.SQL(
+        "SELECT {columns} FROM {hourly} WHERE {hours} AND hour < %(first_day)s"
+        " UNION ALL SELECT {columns} FROM {daily}"
+        "  WHERE day >= %(first_day)s AND day < %(last_day)s"
+        " UNION ALL SELECT {columns} FROM {hourly} WHERE {hours} AND hour >= %(last_day)s"
+    ).format(
+        columns=columns, hourly=sql.Identifier(COUNTS), daily=sql.Identifier(DAYS), hours=hours
+    )
+
+
+_BUCKETS: Final = tuple(name for stage in STAGES for name in bucket_columns(stage))
+#: What each row (and the total) sums, in order.
+_MEASURES: Final = ("messages", "delivered", "outcomes", "sent_counted", "units", "amount")
+
+
+def _measures() -> sql.Composable:
+    """The sums of a row's measures over its cells."""
+    return sql.SQL(
+        "sum(messages)::bigint AS messages,"
         " coalesce(sum(messages) FILTER (WHERE {delivered}), 0)::bigint AS delivered,"
         " coalesce(sum(messages) FILTER (WHERE {outcomes}), 0)::bigint AS outcomes,"
         " coalesce(sum(messages) FILTER (WHERE status = 'sent' AND {counted}), 0)::bigint"
         "  AS sent_counted,"
         " sum(units)::bigint AS units, trim_scale(sum(total_amount)) AS amount, {buckets}"
-        " FROM {counts} WHERE {where} GROUP BY {dims})"
-        " SELECT true AS total, {nulls}, {totals} FROM breakdown_groups"
-        " UNION ALL (SELECT false, {dims}, {measures} FROM breakdown_groups"
-        "  ORDER BY messages DESC, {dims} LIMIT %(limit)s)"
     ).format(
-        dims=dims,
         delivered=_in("status", "delivered"),
         outcomes=_in("status", "outcomes"),
         counted=_in("country", "counted"),
         buckets=sql.SQL(", ").join(
-            sql.SQL("sum({0})::bigint AS {0}").format(sql.Identifier(b)) for b in buckets
+            sql.SQL("sum({0})::bigint AS {0}").format(sql.Identifier(b)) for b in _BUCKETS
         ),
-        counts=sql.Identifier(COUNTS),
-        where=sql.SQL(" AND ").join(conditions),
-        nulls=sql.SQL(", ").join(
+    )
+
+
+def _statement(query: BreakdownQuery) -> tuple[sql.Composed, dict[str, Any]]:
+    """The breakdown's statement and its parameters.
+
+    By hour, groups are many (720 a month, times the other dimensions): they are ranked by
+    messages alone first, the measures summed for the top ``limit`` only, and the total
+    (the latency histograms) read from the days. Otherwise the groups come from the days,
+    and the total is their sum (a handful of rows), so that each cell is aggregated once.
+    """
+    dims = sql.SQL(", ").join(sql.Identifier(d) for d in query.by)
+    params: dict[str, Any] = {
+        "first_hour": _first_hour(query),
+        "end": query.end,
+        "delivered": list(DELIVERED),
+        "outcomes": list(OUTCOMES),
+        "counted": list(query.sent_as_delivered),
+        "limit": query.limit,
+    }
+    conditions: list[sql.Composable] = []
+    for column in ("status", "country", "carrier", "sender", "tag"):
+        if values := getattr(query, column):
+            conditions.append(_in(column, f"filter_{column}"))
+            params[f"filter_{column}"] = list(values)
+    names = (*_MEASURES, *_BUCKETS)
+    parts = {
+        "dims": dims,
+        "measures": _measures(),
+        "days": _cells(query, params, hourly=False),
+        "where": sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("true"),
+        "nulls": sql.SQL(", ").join(
             sql.SQL("NULL::{} AS {}").format(
                 sql.SQL("timestamptz" if d == "hour" else "text"), sql.Identifier(d)
             )
             for d in query.by
         ),
-        totals=sql.SQL(", ").join(
-            sql.SQL("sum({0})::bigint AS {0}").format(sql.Identifier(m))
-            if m != "amount"
-            else sql.SQL("sum(amount) AS amount")
-            for m in measures
-        ),
-        measures=sql.SQL(", ").join(sql.Identifier(m) for m in measures),
-    )
+        "names": sql.SQL(", ").join(sql.Identifier(m) for m in names),
+    }
+    if "hour" in query.by:
+        statement = sql.SQL(
+            "WITH breakdown_ranked AS (SELECT {dims} FROM ({hours}) AS cells WHERE {where}"
+            "  GROUP BY {dims} ORDER BY sum(messages) DESC, {dims} LIMIT %(limit)s),"
+            " breakdown_groups AS (SELECT {dims}, {measures} FROM ({hours}) AS cells"
+            # The hours first, so that the ranked groups' cells are read by the key's index.
+            "  WHERE {where} AND hour = ANY(ARRAY(SELECT DISTINCT hour FROM breakdown_ranked))"
+            "  AND ({dims}) IN (SELECT {dims} FROM breakdown_ranked)"
+            "  GROUP BY {dims})"
+            " SELECT true AS total, {nulls}, {measures} FROM ({days}) AS cells WHERE {where}"
+            " UNION ALL (SELECT false, {dims}, {names} FROM breakdown_groups"
+            "  ORDER BY messages DESC, {dims})"
+        ).format(**parts, hours=_cells(query, params, hourly=True))
+    else:
+        statement = sql.SQL(
+            "WITH breakdown_groups AS (SELECT {dims}, {measures} FROM ({days}) AS cells"
+            "  WHERE {where} GROUP BY {dims})"
+            " SELECT true AS total, {nulls}, {totals} FROM breakdown_groups"
+            " UNION ALL (SELECT false, {dims}, {names} FROM breakdown_groups"
+            "  ORDER BY messages DESC, {dims} LIMIT %(limit)s)"
+        ).format(
+            **parts,
+            totals=sql.SQL(", ").join(
+                sql.SQL("sum({0})::bigint AS {0}").format(sql.Identifier(m))
+                if m != "amount"
+                else sql.SQL("sum(amount) AS amount")
+                for m in names
+            ),
+        )
     return statement, params
 
 
@@ -220,13 +301,16 @@ def _latency(total: dict[str, Any] | None) -> Latency:
 
 
 async def breakdown(conn: psycopg.AsyncConnection[Any], query: BreakdownQuery) -> Breakdown:
-    """The breakdown ``query`` asks for, in one scan of the cube's hours in range (the
-    groups, and the total over them, which gives the latency histograms)."""
+    """The breakdown ``query`` asks for, in one statement (the groups, and the total, which
+    gives the latency histograms; see :func:`_statement`)."""
     if not query.by or len(set(query.by)) != len(query.by):
         raise ValueError("by must name one or more distinct dimensions")
     if not 1 <= query.limit <= MAX_ROWS:
         raise ValueError(f"limit must be between 1 and {MAX_ROWS}, got {query.limit}")
-    async with conn.cursor(row_factory=dict_row) as cursor:
+    async with conn.transaction(), conn.cursor(row_factory=dict_row) as cursor:
+        # Grouping hours by several dimensions makes tens of thousands of groups: with the
+        # default work_mem their hash table spills to disk, and the query takes 1.4 x longer.
+        await cursor.execute("SELECT set_config('work_mem', %s, true)", (_WORK_MEM,))
         await cursor.execute(*_statement(query))
         rows = await cursor.fetchall()
     total = next((row for row in rows if row["total"]), None)

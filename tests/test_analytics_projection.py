@@ -21,10 +21,8 @@ from projections.analytics import (
     LATENCY_BOUNDS,
     DeliveryAnalyticsProjector,
     bucket_columns,
-    lookup_parameters,
-    lookups,
 )
-from projections.networks import DATA_VERSION, network_rows
+from projections.networks import DATA_VERSION, network_rows, number_prefix_rows
 from projections.registry import build_projectors, projector_named
 from tests.test_status_projection import (
     Conn,
@@ -262,12 +260,26 @@ def test_a_bad_tag_key_or_zone_is_refused() -> None:
 
 
 async def test_the_lookup_data_reaches_sql_exactly(conn: Conn) -> None:
-    params = lookup_parameters()
-    cursor = await conn.execute(
-        sql.SQL("WITH {} SELECT mcc, mnc, country, carrier FROM analytics_networks").format(
-            lookups()
-        ),
-        params,
-    )
-    assert tuple(await cursor.fetchall()) == network_rows()
+    cursor = await conn.execute("SELECT mcc, mnc, country, carrier FROM analytics_networks")
+    assert sorted(await cursor.fetchall()) == sorted(network_rows())
     assert any('"' in row[3] for row in network_rows())  # quotes survive the array literal
+    cursor = await conn.execute("SELECT prefix, country FROM analytics_number_prefixes")
+    assert sorted(await cursor.fetchall()) == sorted(number_prefix_rows())
+
+
+async def test_the_days_hold_the_hours_summed_by_day_in_the_views_zone(conn: Conn) -> None:
+    # 23:30 and 00:30 UTC on either side of midnight are both 1 March in New York.
+    new_york = DeliveryAnalyticsProjector(timezone="America/New_York")
+    for at in (datetime(2026, 3, 1, 23, 30, tzinfo=UTC), datetime(2026, 3, 2, 0, 30, tzinfo=UTC)):
+        await project(conn, new_york, reported(uuid4(), "delivered", at=at, sequence=3))
+    late = uuid4()
+    await project(conn, new_york, reported(late, "sent", at=T0 + timedelta(days=2), sequence=2))
+    # A late callback moves the message to its first day: its old day's cell goes away.
+    await project(conn, new_york, reported(late, "queued", at=T0, sequence=1))
+    cursor = await conn.execute(
+        "SELECT day, status, messages FROM analytics_days ORDER BY day, status"
+    )
+    assert await cursor.fetchall() == [
+        (datetime(2026, 3, 1, 5, tzinfo=UTC), "delivered", 2),
+        (datetime(2026, 3, 1, 5, tzinfo=UTC), "sent", 1),
+    ]

@@ -31,6 +31,7 @@ from ledger.events import (
     RecordedEvent,
 )
 from ledger.store import Append, Checkpoint, append, read_after, read_stream
+from projections.analytics import lookup_fills
 from projections.base import Projector
 from projections.queries import get_message_status
 from projections.registry import PROJECTORS, projector_named
@@ -260,6 +261,8 @@ async def private_ledger(conn: Conn) -> AsyncIterator[str]:
             )
         )
     await conn.execute(sql.SQL("SET search_path = {}, public").format(sql.Identifier(schema)))
+    for fill in lookup_fills():  # as the template's (tests/conftest.py)
+        await conn.execute(fill)
     try:
         yield schema
     finally:
