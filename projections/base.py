@@ -55,9 +55,17 @@ class Projector(Protocol):
     def tables(self) -> tuple[str, ...]:
         """The tables this projector owns."""
 
+    @property
+    def busy_interval(self) -> float:
+        """Seconds a busy view lets the next batch gather (how stale it may be while
+        callbacks keep coming). A batch costs a view's statement a fixed few milliseconds
+        whatever its size: a view read by analysts gathers longer than one read by support.
+        An idle view applies a new event at once."""
+
     def schema(self) -> Sequence[DDL]:
         """``CREATE TABLE`` statements for its tables, with their primary keys (the fold's
-        upserts need them) and no other index."""
+        upserts need them) and no other index, then any statements filling tables of fixed
+        data the fold reads (lookups, whose version is part of the view's)."""
 
     def indexes(self) -> Sequence[DDL]:
         """``CREATE INDEX`` statements, run once a rebuild has filled the tables (building an

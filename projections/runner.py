@@ -5,9 +5,9 @@ session advisory lock on its dedicated connection; other processes stand by and 
 when the holder's connection goes away. A batch is one statement
 (:func:`projections.catch_up.apply_next`), so the view and its checkpoint always agree.
 
-Wake-ups are coalesced. While events keep coming, a loop applies a batch, pauses for
-``busy_interval`` to let the next batch gather, and applies again: one statement per view
-per interval, however many callbacks arrive. When a look finds nothing, the loop goes idle:
+Wake-ups are coalesced. While events keep coming, a loop applies a batch, pauses for its
+view's ``busy_interval`` to let the next batch gather, and applies again: one statement per
+view per interval, however many callbacks arrive. When a look finds nothing, the loop goes idle:
 it waits for the ledger's debounced notification (sent after the append commits, never
 inside it) or a poll, at intervals that double up to ``poll_interval``. An idle poll is a
 read-only check that takes no transaction id.
@@ -86,7 +86,7 @@ class CatchUpRunner:
         projectors: Sequence[Projector],
         *,
         batch_size: int = DEFAULT_BATCH_SIZE,
-        busy_interval: float = 0.02,
+        busy_interval: float | None = None,
         poll_interval: float = 1.0,
         lock_retry_interval: float = 2.0,
         reconnect_delay: float = 0.5,
@@ -94,8 +94,9 @@ class CatchUpRunner:
         on_applied: Callable[[str, Batch], None] | None = None,
         application_name: str = "ledger-runner",
     ) -> None:
-        """``url`` is a libpq URL; ``on_applied(name, batch)`` is called after each batch that
-        read events (for metrics). ``stop_grace`` bounds how long :meth:`stop` lets a batch
+        """``url`` is a libpq URL; ``busy_interval``, if given, replaces every projector's
+        own; ``on_applied(name, batch)`` is called after each batch that read events (for
+        metrics). ``stop_grace`` bounds how long :meth:`stop` lets a batch
         or a rebuild finish before cancelling its query."""
         self._url = with_options(url, _KEEPALIVES)
         self._projectors = tuple(projectors)
@@ -260,6 +261,9 @@ class CatchUpRunner:
     ) -> None:
         self._active.add(projector.name)
         await self._ensure_current(conn, projector)
+        busy_interval = (
+            self._busy_interval if self._busy_interval is not None else projector.busy_interval
+        )
         idle_for = 0.0  # the current idle poll interval; 0 while busy
         look = True  # apply without checking first: on becoming active, when busy, notified
         while not self._stopping.is_set():
@@ -280,9 +284,9 @@ class CatchUpRunner:
                 look = True
                 if batch.events < self._batch_size:
                     # Busy: let the next batch gather for a moment, whatever wakes us meanwhile.
-                    await self._sleep(self._busy_interval)
+                    await self._sleep(busy_interval)
                 continue
-            idle_for = min(self._poll_interval, max(self._busy_interval, idle_for * 2))
+            idle_for = min(self._poll_interval, max(busy_interval, idle_for * 2))
             look = await self._idle(projector.name, idle_for)
 
     async def _ensure_current(

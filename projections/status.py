@@ -52,6 +52,8 @@ class MessageStatusProjector:
     # 3: sends: tags, send request, resend links, multi-part parents; rejected, reconciled.
     version = 3
     tables: tuple[str, ...] = (TABLE,)
+    #: Support and the lag target read it: current within a few tens of milliseconds.
+    busy_interval = 0.02
 
     def schema(self) -> Sequence[DDL]:
         """The table: the message's UUID and every column of the fold."""
