@@ -3,9 +3,57 @@
 -- reads a cell per day; and the lookup data as tables the fold joins by key. The new
 -- projector version rebuilds the view, which fills them (the lookup data comes from the
 -- mcc-mnc-p1 and phonenumbers packages).
--- The same cells as analytics_counts, by day.
-CREATE TABLE analytics_days (LIKE analytics_counts INCLUDING ALL);
-ALTER TABLE analytics_days RENAME COLUMN hour TO day;
+-- The same cells as analytics_counts, by day. (Spelled out rather than LIKE analytics_counts:
+-- PostgreSQL 18 names the copied NOT NULL constraints after the source table.)
+CREATE TABLE analytics_days (
+    day             timestamptz NOT NULL,
+    country         text COLLATE "C" NOT NULL,
+    carrier         text COLLATE "C" NOT NULL,
+    sender          text COLLATE "C" NOT NULL,
+    tag             text COLLATE "C" NOT NULL,
+    status          text COLLATE "C" NOT NULL,
+    error_family    text COLLATE "C" NOT NULL,
+    messages        bigint NOT NULL,
+    units           bigint NOT NULL,
+    total_amount    numeric NOT NULL,
+    queue_00        integer NOT NULL,
+    queue_01        integer NOT NULL,
+    queue_02        integer NOT NULL,
+    queue_03        integer NOT NULL,
+    queue_04        integer NOT NULL,
+    queue_05        integer NOT NULL,
+    queue_06        integer NOT NULL,
+    queue_07        integer NOT NULL,
+    queue_08        integer NOT NULL,
+    queue_09        integer NOT NULL,
+    queue_10        integer NOT NULL,
+    queue_11        integer NOT NULL,
+    queue_12        integer NOT NULL,
+    queue_13        integer NOT NULL,
+    queue_14        integer NOT NULL,
+    queue_15        integer NOT NULL,
+    queue_16        integer NOT NULL,
+    queue_17        integer NOT NULL,
+    carrier_00      integer NOT NULL,
+    carrier_01      integer NOT NULL,
+    carrier_02      integer NOT NULL,
+    carrier_03      integer NOT NULL,
+    carrier_04      integer NOT NULL,
+    carrier_05      integer NOT NULL,
+    carrier_06      integer NOT NULL,
+    carrier_07      integer NOT NULL,
+    carrier_08      integer NOT NULL,
+    carrier_09      integer NOT NULL,
+    carrier_10      integer NOT NULL,
+    carrier_11      integer NOT NULL,
+    carrier_12      integer NOT NULL,
+    carrier_13      integer NOT NULL,
+    carrier_14      integer NOT NULL,
+    carrier_15      integer NOT NULL,
+    carrier_16      integer NOT NULL,
+    carrier_17      integer NOT NULL,
+    PRIMARY KEY (day, country, carrier, sender, tag, status, error_family)
+);
 
 -- Networks by MCC and MNC (mnc -1: the country's row for an unknown MNC), and the number
 -- prefixes that place a recipient without an MCC.
