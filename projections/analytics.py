@@ -286,7 +286,7 @@ def _cell(relation: str, sign: int | None = None) -> sql.Composable:
     ]
     return sql.SQL(
         "SELECT {key}, {sign} AS messages, {sign} * units AS units,"
-        " {sign} * total_amount AS total_amount, {buckets} FROM ({dims}) AS d"
+        " {sign} * total_amount AS total_amount, {buckets} FROM ({dims} OFFSET 0) AS d"
     ).format(
         key=_names(KEY),
         sign=signed,
