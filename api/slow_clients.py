@@ -5,7 +5,10 @@ Three cases, three places:
 * stalled mid-headers, or idle between requests: granian's own ``header_read_timeout``
   (set from ``LEDGER_CLIENT_TIMEOUT`` in :mod:`api.serve`);
 * stalled mid-body: :func:`body_deadline`, which gives the whole body that long to arrive
-  and answers 408 (``Connection: close``) when it does not;
+  and answers 408 (``Connection: close``) when it does not. It also closes the connection
+  after any answer sent before the body was read (a refusal on the headers alone): granian
+  otherwise sometimes keeps such a connection alive and sometimes closes it just after the
+  answer, and a client that sends its next request on it then finds it closed;
 * connected but silent from the first byte: granian starts its header timer only when a
   request begins, so :class:`SilentConnectionReaper` closes, in each worker, accepted
   connections on the service's port that have received nothing at all for that long. It
@@ -28,7 +31,7 @@ from collections.abc import Callable
 
 from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException
-from litestar.types import ASGIApp, Receive, ReceiveMessage, Scope, Send
+from litestar.types import ASGIApp, Message, Receive, ReceiveMessage, Scope, Send
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +50,17 @@ class ClientTooSlow(HTTPException):
     status_code = 408
 
 
+def _has_body(scope: Scope) -> bool:
+    for name, value in scope["headers"]:
+        if name == b"transfer-encoding" or (name == b"content-length" and value != b"0"):
+            return True
+    return False
+
+
 def body_deadline(timeout: float) -> Callable[[ASGIApp], ASGIApp]:
     """Middleware factory: the request body must arrive within ``timeout`` seconds of the
-    request starting, or the request is answered 408 and its connection closed."""
+    request starting, or the request is answered 408 and its connection closed. An answer
+    that starts before the body was read closes the connection too (RFC 9112 section 9.6)."""
 
     def middleware(app: ASGIApp) -> ASGIApp:
         async def bounded(scope: Scope, receive: Receive, send: Send) -> None:
@@ -79,7 +90,18 @@ def body_deadline(timeout: float) -> Callable[[ASGIApp], ASGIApp]:
                         headers={"Connection": "close"},
                     ) from None
 
-            await app(scope, receive_in_time, send)
+            async def send_closing_if_unread(message: Message) -> None:
+                if (
+                    message["type"] == "http.response.start"
+                    and not body_received
+                    and _has_body(scope)
+                ):
+                    headers = list(message.get("headers", ()))
+                    if not any(name.lower() == b"connection" for name, _ in headers):
+                        message = {**message, "headers": [*headers, (b"connection", b"close")]}
+                await send(message)
+
+            await app(scope, receive_in_time, send_closing_if_unread)
 
         return bounded
 

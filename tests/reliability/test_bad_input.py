@@ -576,6 +576,31 @@ async def test_sql_and_script_looking_values_are_stored_as_plain_data(
     assert event["status"] == value.strip().lower()
 
 
+def bad_request(name: str) -> Bad:
+    [bad] = (bad for bad in BAD_REQUESTS if bad.name == name)
+    return bad
+
+
+async def test_a_refusal_on_the_headers_alone_closes_the_connection(
+    server: LedgerServer, client: httpx.AsyncClient
+) -> None:
+    """The body was never read, so the connection cannot carry another request: saying so
+    every time keeps a client from sending its next request on a connection being closed."""
+    for _ in range(200):  # granian on its own kept some of these alive and cut some off
+        assert (await client.get("/health")).status_code == 200  # a kept-alive connection
+        response = await send(client, bad_request("50,000 fields, unsigned"))
+        assert response.status_code == 403
+        assert response.headers["connection"] == "close"
+
+
+async def test_a_refusal_after_the_body_was_read_keeps_the_connection_alive(
+    server: LedgerServer, client: httpx.AsyncClient
+) -> None:
+    response = await send(client, bad_request("signature of another body"))
+    assert response.status_code == 403
+    assert "connection" not in response.headers
+
+
 async def test_memory_stays_flat_under_repeated_bad_input(
     server: LedgerServer, client: httpx.AsyncClient
 ) -> None:
