@@ -231,12 +231,21 @@ def _statement(query: BreakdownQuery) -> tuple[sql.Composed, dict[str, Any]]:
             " breakdown_groups AS (SELECT {dims}, {measures} FROM ({hours}) AS cells"
             # The hours first, so that the ranked groups' cells are read by the key's index.
             "  WHERE {where} AND hour = ANY(ARRAY(SELECT DISTINCT hour FROM breakdown_ranked))"
-            "  AND ({dims}) IN (SELECT {dims} FROM breakdown_ranked)"
-            "  GROUP BY {dims})"
+            "  {groups} GROUP BY {dims})"
             " SELECT true AS total, {nulls}, {measures} FROM ({days}) AS cells WHERE {where}"
             " UNION ALL (SELECT false, {dims}, {names} FROM breakdown_groups"
             "  ORDER BY messages DESC, {dims})"
-        ).format(**parts, hours=_cells(query, params, hourly=True))
+        ).format(
+            **parts,
+            hours=_cells(query, params, hourly=True),
+            # By the hour alone, the hours are the groups: a semi-join on them again would
+            # only cost a join and a sort of every cell read (0.3 s instead of 0.24 s).
+            groups=sql.SQL("AND ({dims}) IN (SELECT {dims} FROM breakdown_ranked)").format(
+                dims=dims
+            )
+            if len(query.by) > 1
+            else sql.SQL(""),
+        )
     else:
         statement = sql.SQL(
             "WITH breakdown_groups AS (SELECT {dims}, {measures} FROM ({days}) AS cells"

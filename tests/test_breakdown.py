@@ -77,3 +77,38 @@ async def test_the_latency_histograms_are_the_same_read_by_day_or_by_hour(conn: 
         ("IN", Decimal("0.065")),
         ("US", Decimal("0.035")),
     ]
+
+
+async def messages_at(conn: Conn, at: datetime, count: int, network: dict[str, str]) -> None:
+    """``count`` messages delivered at ``at`` on ``network`` (its MCC and MNC)."""
+    for _ in range(count):
+        await project(conn, analytics, reported(uuid4(), "delivered", at=at, sequence=1, **network))
+
+
+INDIA = {"mcc": "405", "mnc": "803"}
+US = {"mcc": "310", "mnc": "260"}
+
+
+async def test_by_hour_a_limit_answers_the_busiest_hours_with_all_their_messages(
+    conn: Conn,
+) -> None:
+    hour = START.replace(minute=0)
+    for hours_later, count in ((0, 3), (3, 1), (6, 2)):
+        await messages_at(conn, hour + timedelta(hours=hours_later, minutes=5), count, INDIA)
+    query = BreakdownQuery(start=hour, end=hour + timedelta(days=1), by=("hour",), limit=2)
+    result = await breakdown(conn, query)
+    assert [(row.hour, row.messages, row.delivered) for row in result.rows] == [
+        (hour, 3, 3),
+        (hour + timedelta(hours=6), 2, 2),
+    ]
+
+
+async def test_by_country_and_hour_a_limit_answers_only_the_busiest_groups(conn: Conn) -> None:
+    hour = START.replace(minute=0)
+    await messages_at(conn, hour + timedelta(minutes=5), 3, INDIA)
+    await messages_at(conn, hour + timedelta(minutes=10), 1, US)
+    query = BreakdownQuery(
+        start=hour, end=hour + timedelta(days=1), by=("country", "hour"), limit=1
+    )
+    result = await breakdown(conn, query)
+    assert [(row.country, row.hour, row.messages) for row in result.rows] == [("IN", hour, 3)]
