@@ -15,6 +15,7 @@ from psycopg_pool import PoolTimeout
 from api.logs import mask_phone_numbers
 from api.services import Services, services_of
 from api.telemetry import (
+    ALERT_DELIVERIES_PENDING,
     DEAD_LETTERS,
     DELIVERY_ALERT_DROP,
     DELIVERY_ALERTS,
@@ -29,6 +30,7 @@ from ledger.migrate import pending_migrations
 from ledger.seals import SealProgress, seal_progress
 from ledger.sends import unknown_outcomes
 from ledger.settings import Settings
+from projections.alert_deliveries import pending as pending_deliveries
 from projections.alerts import EVERY, firing_alerts
 from projections.progress import ProjectorLag, projector_lag
 from projections.registry import build_projectors
@@ -127,7 +129,8 @@ async def _unknown_outcomes(conn: psycopg.AsyncConnection[Any]) -> int:
 
 async def _alerts(conn: psycopg.AsyncConnection[Any]) -> None:
     """The firing delivery-drop alerts, as gauges (senders masked like phone numbers in
-    logs)."""
+    logs), and the webhook deliveries still pending."""
+    ALERT_DELIVERIES_PENDING.set(await pending_deliveries(conn))
     alerts = await firing_alerts(conn)
     DELIVERY_ALERTS.set(len(alerts))
     DELIVERY_ALERT_DROP.clear()

@@ -117,6 +117,11 @@ DELIVERY_ALERT_DROP = Gauge(
     ["country", "carrier", "sender"],
     multiprocess_mode="max",
 )
+ALERT_DELIVERIES_PENDING = Gauge(
+    "ledger_alert_webhook_pending",
+    "Alert webhook deliveries the receiver has not taken yet (retried every minute).",
+    multiprocess_mode="max",
+)
 
 
 def exposition() -> tuple[bytes, str]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
@@ -234,9 +233,9 @@ class WebhookFailed(Exception):
 
 
 class AlertWebhook:
-    """Posts alert events to ``url``, signed with ``secret`` (Standard Webhooks), retrying
-    a failed delivery ``attempts`` times with exponential backoff; each attempt of one
-    event carries the same ``webhook-id``, so the receiver can drop repeats."""
+    """Posts alert deliveries to ``url``, signed with ``secret`` (Standard Webhooks),
+    retrying a failed one ``attempts`` times with exponential backoff before the outbox
+    (:mod:`projections.alert_deliveries`) tries it again later."""
 
     def __init__(
         self,
@@ -251,25 +250,11 @@ class AlertWebhook:
         self._secret = secret
         self._attempts = attempts
         self._first_wait = first_wait
-        self._timeout = timeout
+        self.timeout = timeout
 
-    async def send(self, events: Sequence[AlertEvent]) -> None:
-        """Deliver each event; raises :class:`WebhookFailed` naming the first one not
-        taken (the others are still tried)."""
-        failed: list[str] = []
-        async with httpx.AsyncClient(timeout=self._timeout) as client:
-            for event in events:
-                try:
-                    await self._deliver(client, event)
-                except (httpx.HTTPError, WebhookFailed) as error:
-                    log.warning("alert webhook: %s not delivered: %s", event.type, error)
-                    failed.append(event.type)
-        if failed:
-            raise WebhookFailed(f"{len(failed)} alert event(s) not delivered to the webhook")
-
-    async def _deliver(self, client: httpx.AsyncClient, event: AlertEvent) -> None:
-        body = msgspec.json.encode(event)
-        message_id = f"msg_{uuid.uuid4().hex}"
+    async def post(self, client: httpx.AsyncClient, webhook_id: str, body: bytes) -> None:
+        """Deliver ``body`` as ``webhook_id``; raises :class:`WebhookFailed` (or the HTTP
+        error) once every attempt has failed. Each attempt signs it with its own time."""
         async for attempt in AsyncRetrying(
             stop=stop_after_attempt(self._attempts),
             wait=wait_exponential(multiplier=self._first_wait, max=60),
@@ -281,7 +266,7 @@ class AlertWebhook:
                 response = await client.post(
                     self._url,
                     content=body,
-                    headers=signed_headers(self._secret, message_id, timestamp, body),
+                    headers=signed_headers(self._secret, webhook_id, timestamp, body),
                 )
                 if not response.is_success:
                     raise WebhookFailed(f"the receiver answered {response.status_code}")

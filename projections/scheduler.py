@@ -1,5 +1,6 @@
 """Periodic jobs on APScheduler 3.x: the expiry sweep, the send-outcome check, reconciliation
-and resends, the delivery-drop alerts, and a catch-up tick as a safety net.
+and resends, the delivery-drop alerts and their webhook's outbox, and a catch-up tick as a
+safety net.
 
 APScheduler 3 does not coordinate processes, and every process that runs ``ledger serve`` or
 ``ledger worker`` schedules the same jobs. So each run first claims its period in Postgres
@@ -24,7 +25,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from ledger.durations import format_duration
 from ledger.sends import mark_unknown_outcomes
-from projections.alerts import AlertRule, AlertWebhook, WebhookFailed, alert_events, evaluate
+from projections.alert_deliveries import deliver_due, enqueue
+from projections.alerts import AlertRule, AlertWebhook, alert_events, evaluate
 from projections.base import Projector
 from projections.catch_up import DEFAULT_BATCH_SIZE, catch_up_unclaimed
 from projections.checkpoints import VersionMismatch
@@ -43,6 +45,10 @@ RESEND_JOB: Final = "resend"
 #: minute (see projections.send_jobs).
 SEND_JOBS_EVERY: Final = timedelta(minutes=1)
 ALERT_JOB: Final = "alerts"
+ALERT_DELIVERIES_JOB: Final = "alert_deliveries"
+#: How often the alert webhook's outbox is tried (a failed delivery waits longer: see
+#: projections.alert_deliveries).
+ALERT_DELIVERIES_EVERY: Final = timedelta(minutes=1)
 
 
 class ScheduledJobs:
@@ -114,6 +120,8 @@ class ScheduledJobs:
                 jobs.append((RESEND_JOB, self.resend, SEND_JOBS_EVERY))
         if self._alert_rule is not None:
             jobs.append((ALERT_JOB, self.alerts, self._alert_every))
+        if self._alert_webhook is not None:
+            jobs.append((ALERT_DELIVERIES_JOB, self.alert_deliveries, ALERT_DELIVERIES_EVERY))
         for job, function, every in jobs:
             scheduler.add_job(
                 function,
@@ -224,14 +232,17 @@ class ScheduledJobs:
 
     async def alerts(self) -> bool:
         """Evaluate the delivery-drop alerts (see :mod:`projections.alerts`) and post their
-        changes to the webhook; whether this process ran it. The table is replaced in one
-        statement before anything is posted, so a failing receiver never holds it back
-        (the events it missed are logged, and not posted again)."""
+        changes to the webhook; whether this process ran it. The table is replaced, and the
+        webhook's deliveries added to its outbox, in one transaction before anything is
+        posted: a failing receiver never holds the alerts back, and misses nothing (the
+        deliveries job tries again every minute)."""
         with self._running():
             if self._alert_rule is None or not await self.claim(ALERT_JOB, self._alert_every):
                 return False
-            async with self._pool.connection() as conn:
+            async with self._pool.connection() as conn, conn.transaction():
                 evaluation = await evaluate(conn, self._alert_rule)
+                if self._alert_webhook is not None:
+                    await enqueue(conn, alert_events(evaluation))
             if evaluation.started or evaluation.resolved:
                 log.warning(
                     "delivery alerts: %d firing (%d new, %d resolved)",
@@ -239,11 +250,19 @@ class ScheduledJobs:
                     len(evaluation.started),
                     len(evaluation.resolved),
                 )
-            if self._alert_webhook is not None and (events := alert_events(evaluation)):
-                try:
-                    await self._alert_webhook.send(events)
-                except WebhookFailed as error:
-                    log.error("alert webhook: %s", error)
+            if self._alert_webhook is not None and (evaluation.started or evaluation.resolved):
+                await deliver_due(self._pool, self._alert_webhook)
+            return True
+
+    async def alert_deliveries(self) -> bool:
+        """Post the alert webhook's deliveries that are due (see
+        :mod:`projections.alert_deliveries`); whether this process ran it."""
+        with self._running():
+            if self._alert_webhook is None or not await self.claim(
+                ALERT_DELIVERIES_JOB, ALERT_DELIVERIES_EVERY
+            ):
+                return False
+            await deliver_due(self._pool, self._alert_webhook)
             return True
 
     async def catch_up(self) -> bool:

@@ -4,6 +4,7 @@ days, per country, carrier and sender; derived state, served, exported and poste
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -19,7 +20,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from ledger.settings import DropThreshold, Settings
 from ledger.webhooks import verify
-from projections.alerts import AlertRule, AlertWebhook, WebhookFailed, alert_events, evaluate
+from projections.alert_deliveries import DeliveryRun, deliver_due, enqueue
+from projections.alerts import AlertRule, AlertWebhook, alert_events, evaluate
 from projections.registry import build_projectors, projector_named
 from projections.replay import replay
 from projections.scheduler import ScheduledJobs
@@ -204,22 +206,106 @@ def receiver() -> Iterator[str]:
     thread.join()
 
 
-async def test_the_webhook_is_signed_and_retried_until_taken(conn: Conn, receiver: str) -> None:
+def closed_port_url() -> str:
+    """A URL on loopback where nothing listens: a receiver that is down."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/hooks"
+
+
+async def outbox(conn: Conn) -> list[tuple[str, int]]:
+    """The pending deliveries: (webhook id, failed runs), oldest first."""
+    cursor = await conn.execute(
+        "SELECT webhook_id, attempts FROM alert_deliveries ORDER BY created_at, webhook_id"
+    )
+    return await cursor.fetchall()
+
+
+async def enqueued(conn: Conn) -> None:
+    """The three firing alerts of :func:`traffic`, in the outbox."""
     await traffic(conn, NOW)
-    events = alert_events(await evaluate(conn, RULE, NOW))
-    await AlertWebhook(receiver, SECRET, first_wait=0.01).send(events)
+    await enqueue(conn, alert_events(await evaluate(conn, RULE, NOW)))
+
+
+async def test_the_webhook_is_signed_and_retried_until_taken(
+    conn: Conn, pool: AsyncConnectionPool[Any], receiver: str
+) -> None:
+    await enqueued(conn)
+    run = await deliver_due(pool, AlertWebhook(receiver, SECRET, first_wait=0.01))
+    assert run == DeliveryRun(delivered=3)
     assert len(_Receiver.verified) == 3
     assert {body["type"] for body in _Receiver.verified} == {"delivery_alert.firing"}
     assert _Receiver.attempts[0] == _Receiver.attempts[1]  # a retry keeps its webhook-id
     assert _Receiver.verified[0]["data"]["country"] in {"IN", None}
+    assert await outbox(conn) == []
 
 
-async def test_a_wrong_secret_is_refused_by_the_receiver_and_reported(
-    conn: Conn, receiver: str
+async def test_a_wrong_secret_is_refused_by_the_receiver_and_the_delivery_kept(
+    conn: Conn, pool: AsyncConnectionPool[Any], receiver: str
 ) -> None:
-    await traffic(conn, NOW)
-    events = alert_events(await evaluate(conn, RULE, NOW))
+    await enqueued(conn)
     webhook = AlertWebhook(receiver, "whsec_" + "A" * 32, attempts=2, first_wait=0.01)
-    with pytest.raises(WebhookFailed, match="not delivered"):
-        await webhook.send(events[:1])
+    assert await deliver_due(pool, webhook) == DeliveryRun(failed=3)
     assert _Receiver.verified == []
+    assert [attempts for _, attempts in await outbox(conn)] == [1, 1, 1]
+
+
+async def test_a_delivery_the_receiver_missed_is_posted_later_with_the_same_id(
+    conn: Conn, pool: AsyncConnectionPool[Any], receiver: str
+) -> None:
+    await enqueued(conn)
+    down = AlertWebhook(closed_port_url(), SECRET, attempts=1)
+    assert await deliver_due(pool, down) == DeliveryRun(failed=3)
+    kept = [webhook_id for webhook_id, _ in await outbox(conn)]
+    up = AlertWebhook(receiver, SECRET, first_wait=0.01)
+    assert await deliver_due(pool, up) == DeliveryRun()  # not due yet: it waits a minute
+    await conn.execute("UPDATE alert_deliveries SET next_attempt_at = now()")
+    assert await deliver_due(pool, up) == DeliveryRun(delivered=3)
+    assert sorted(set(_Receiver.attempts)) == sorted(kept)
+
+
+async def test_a_delivery_claimed_by_a_process_that_died_waits_for_its_lease(
+    conn: Conn, pool: AsyncConnectionPool[Any], receiver: str
+) -> None:
+    await enqueued(conn)
+    await conn.execute("UPDATE alert_deliveries SET next_attempt_at = now() + interval '2 min'")
+    webhook = AlertWebhook(receiver, SECRET, first_wait=0.01)
+    assert await deliver_due(pool, webhook) == DeliveryRun()  # another process holds them
+    await conn.execute("UPDATE alert_deliveries SET next_attempt_at = now()")  # lease over
+    assert await deliver_due(pool, webhook) == DeliveryRun(delivered=3)
+
+
+async def test_a_delivery_not_taken_within_a_day_is_given_up(
+    conn: Conn, pool: AsyncConnectionPool[Any], receiver: str
+) -> None:
+    await enqueued(conn)
+    await conn.execute("UPDATE alert_deliveries SET created_at = now() - interval '25 hours'")
+    run = await deliver_due(pool, AlertWebhook(receiver, SECRET, first_wait=0.01))
+    assert run == DeliveryRun(given_up=3)
+    assert _Receiver.attempts == []
+    assert await outbox(conn) == []
+
+
+async def test_the_alert_run_keeps_its_deliveries_while_the_receiver_is_down(
+    conn: Conn, pool: AsyncConnectionPool[Any]
+) -> None:
+    await traffic(conn, datetime.now(UTC))
+    jobs = ScheduledJobs(
+        pool,
+        [],
+        expire_after=timedelta(hours=48),
+        system_key=b"k" * 32,
+        alert_rule=RULE,
+        alert_webhook=AlertWebhook(closed_port_url(), SECRET, attempts=1),
+    )
+    assert await jobs.alerts()
+    assert [attempts for _, attempts in await outbox(conn)] == [1, 1, 1]
+
+
+async def test_pending_deliveries_are_exported_as_a_gauge(
+    conn: Conn, client_without_projectors: Client
+) -> None:
+    await enqueued(conn)
+    scrape = (await client_without_projectors.get("/metrics")).text
+    assert "ledger_alert_webhook_pending 3.0" in scrape
