@@ -12,7 +12,8 @@ the seven windows: delivered over outcomes across all of them, so a quiet day we
 
 The firing alerts are a table of the analytics view (``delivery_alerts``), replaced by each
 run in one statement (a group still firing keeps its ``since``); a rebuild of the view
-recomputes it. Groups newly firing and newly resolved go to the optional webhook.
+recomputes it. Groups newly firing and newly resolved go to the optional webhook, through
+its outbox (:mod:`projections.alert_deliveries`).
 """
 
 from __future__ import annotations
