@@ -31,7 +31,7 @@ from ledger.settings import Settings
 from projections.analytics import LOOKUP_TABLES, lookup_fills
 from projections.base import Projector
 from projections.breakdown import BreakdownQuery, breakdown
-from projections.catch_up import apply_next, live_url
+from projections.catch_up import apply_next
 from projections.registry import build_projectors, projector_named
 from projections.replay import replay
 
@@ -103,8 +103,7 @@ async def _drain(
     view live, ``batch_size`` at a time, on one connection, from scratch (a local server's
     backend is a process psutil can read)."""
     events, started, here = 0, time.perf_counter(), time.process_time()
-    # As the runner's live connections.
-    async with await psycopg.AsyncConnection.connect(live_url(url), autocommit=True) as conn:
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         await _empty(conn, projector)
         row = await (await conn.execute("SELECT pg_backend_pid()")).fetchone()
         assert row is not None

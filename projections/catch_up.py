@@ -18,7 +18,6 @@ import msgspec
 import psycopg
 from psycopg import pq
 
-from ledger.database import with_options
 from ledger.store import Checkpoint, settled_after
 from projections.base import Projector
 from projections.checkpoints import (
@@ -37,20 +36,6 @@ from projections.locks import Lock, try_advisory_lock
 from projections.statements import parameters, statements_for
 
 DEFAULT_BATCH_SIZE: Final = 2000
-
-
-def live_url(url: str) -> str:
-    """``url`` for a connection that applies live batches (:func:`apply_next`): one that
-    plans each live statement once.
-
-    psycopg prepares a statement after a few runs, but PostgreSQL still plans every run
-    afresh for its parameters unless told to keep a generic plan, and planning the folds'
-    wide statements costs more than running them on a live-sized batch. With one generic
-    plan, 100-event batches cost the server 25-37 % less CPU per event (status 18.5 -> 12.0
-    us, daily 23.0 -> 14.5 us, analytics 63 -> 49 us, PostgreSQL 15) and 2,000-event
-    batches the same as before. A rebuild's chunks keep PostgreSQL's own choice.
-    """
-    return with_options(url, "-c plan_cache_mode=force_generic_plan")
 
 
 class Batch(msgspec.Struct, frozen=True):

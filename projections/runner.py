@@ -32,7 +32,7 @@ from psycopg import sql
 
 from ledger.database import EVENTS_CHANNEL, connect, with_options
 from projections.base import Projector
-from projections.catch_up import DEFAULT_BATCH_SIZE, Batch, apply_next, live_url
+from projections.catch_up import DEFAULT_BATCH_SIZE, Batch, apply_next
 from projections.checkpoints import VersionMismatch, pending, stored_checkpoint
 from projections.locks import Lock, try_advisory_lock
 from projections.replay import ReplayInProgress, replay
@@ -99,7 +99,6 @@ class CatchUpRunner:
         metrics). ``stop_grace`` bounds how long :meth:`stop` lets a batch
         or a rebuild finish before cancelling its query."""
         self._url = with_options(url, _KEEPALIVES)
-        self._live_url = live_url(self._url)
         self._projectors = tuple(projectors)
         self._batch_size = batch_size
         self._busy_interval = busy_interval
@@ -165,18 +164,14 @@ class CatchUpRunner:
         For tests and tools that step deterministically. It does not take the runner lock:
         correctness does not depend on it, the checkpoint row lock serialises appliers.
         """
-        async with self._connection(live=True) as conn:
+        async with self._connection() as conn:
             batch = await apply_next(conn, projector, batch_size=self._batch_size)
         self._report(projector, batch)
         return batch.events
 
     @contextlib.asynccontextmanager
-    async def _connection(
-        self, *, live: bool = False
-    ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        """A connection of this runner's; ``live`` for one that applies live batches."""
-        url = self._live_url if live else self._url
-        async with connect(url, application_name=self._application_name) as conn:
+    async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        async with connect(self._url, application_name=self._application_name) as conn:
             self._connections.add(conn)
             try:
                 yield conn
@@ -226,7 +221,7 @@ class CatchUpRunner:
         backoff = _Backoff(self._reconnect_delay)
         while not self._stopping.is_set():
             try:
-                async with self._connection(live=True) as conn:
+                async with self._connection() as conn:
                     if await self._acquire(conn, projector):
                         try:
                             await self._project(conn, projector, backoff)

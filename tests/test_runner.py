@@ -23,7 +23,7 @@ from ledger.database import connect
 from ledger.events import STATUS_REPORTED, EventMeta, NewEvent
 from ledger.store import Append, Checkpoint, append, notify_readers
 from projections.base import DDL
-from projections.catch_up import Batch, apply_next, live_url
+from projections.catch_up import Batch
 from projections.checkpoints import stored_checkpoint
 from projections.locks import Lock, lock_key
 from projections.progress import dead_letters, has_applied, projector_lag
@@ -608,28 +608,3 @@ async def test_has_applied_follows_the_checkpoint_in_fence_order(
     assert await has_applied(conn, projector.name, first)
     assert not await has_applied(conn, projector.name, second)
     assert not await has_applied(conn, projector.name, second + 1000)
-
-
-async def _plans_of_live_statements(url: str, projector: RecordingProjector) -> tuple[int, int]:
-    """Generic and custom plans PostgreSQL made for the live statements of 12 batches applied
-    on one connection to ``url``."""
-    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as live:
-        for _ in range(12):
-            await apply_next(live, projector, batch_size=1)
-        cursor = await live.execute(
-            "SELECT coalesce(sum(generic_plans), 0), coalesce(sum(custom_plans), 0)"
-            " FROM pg_prepared_statements WHERE statement LIKE '%projection_checkpoints%'"
-        )
-        row = await cursor.fetchone()
-    assert row is not None
-    return int(row[0]), int(row[1])
-
-
-async def test_live_connections_plan_each_live_statement_once(
-    conn: Conn, database_url: str, projector: RecordingProjector
-) -> None:
-    await ingest(conn, 12)
-    generic, custom = await _plans_of_live_statements(live_url(database_url), projector)
-    # psycopg runs a statement unprepared a few times before it prepares it.
-    assert generic >= 6
-    assert custom == 0
