@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 import psutil  # type: ignore[import-untyped]
 
+from bench.harness import CpuMeter
 from bench.traffic import signed_callbacks
 from ledger.callbacks import parse_form, to_event
 from ledger.database import connect
@@ -95,10 +96,6 @@ async def _backends(url: str) -> list[psutil.Process]:
         return [psutil.Process(pid) for (pid,) in await cursor.fetchall()]
 
 
-def _cpu(processes: Sequence[psutil.Process]) -> float:
-    return float(sum(t.user + t.system for t in (p.cpu_times() for p in processes)))
-
-
 async def _measure(
     url: str, projectors: Sequence[Projector], *, seed: int, rate: int, count: int
 ) -> LiveCost:
@@ -107,20 +104,20 @@ async def _measure(
     try:
         await _caught_up(url, projectors)
         backends = await _backends(url)
-        before, here, started = _cpu(backends), time.process_time(), time.perf_counter()
+        meter = CpuMeter({"runner": lambda: [psutil.Process()], "backends": lambda: backends})
+        meter.start()
         feeder = multiprocessing.get_context("spawn").Process(
             target=_feed, args=(url, seed, rate, count)
         )
         feeder.start()
         await asyncio.get_running_loop().run_in_executor(None, feeder.join)
         await _caught_up(url, projectors)
-        seconds = time.perf_counter() - started
-        runner_cpu, backend_cpu = time.process_time() - here, _cpu(backends) - before
+        used = meter.stop()
     finally:
         await runner.stop()
     if feeder.exitcode != 0:
         raise RuntimeError(f"the feeding process failed (exit status {feeder.exitcode})")
-    return LiveCost(count, seconds, runner_cpu, backend_cpu)
+    return LiveCost(count, used["wall"], used["runner"], used["backends"])
 
 
 def live_cost(
