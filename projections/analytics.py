@@ -3,9 +3,10 @@ hour, country, carrier, sender, tag, status and error family, with two latency h
 
 Tables:
 
-* ``analytics_facts``: per message, the columns of its own fold (:mod:`projections.fold`,
-  with the MCC, MNC, PowerpackUUID and the configured tag read in the same pass over the
-  events) and the hour it is counted under (its first event's, in ``LEDGER_TIMEZONE``).
+* ``analytics_facts``: per message, the columns of the fold it reads (:mod:`projections.fold`,
+  with the MCC, MNC, PowerpackUUID and the configured tag read from each event in the same
+  pass as the other views' columns) and the hour it is counted under (its first event's, in
+  ``LEDGER_TIMEZONE``).
 * ``analytics_counts``: the cube. Per (hour, country, carrier, sender, tag, status, error
   family): messages, units, amount, and two histograms, one column per bucket of
   :data:`LATENCY_BOUNDS`: queued → sent (``queue_NN``: Plivo's queue and rate limits) and
@@ -102,8 +103,6 @@ COLUMNS: Final = (
     fold.TOTAL_AMOUNT,
     *(fold.field_column(field) for field in FIELDS),
 )
-#: The batch's fold for this view, computed by its own statements (``folded`` is not).
-_FOLDED: Final = "analytics_folded"
 
 # Bump when the fold or the cube changes shape.
 _FOLD_VERSION = 2
@@ -134,11 +133,13 @@ _FACTS_TABLE: Final = sql.SQL(
 
 
 def _cube_table(table: str, key: Sequence[str]) -> sql.Composed:
-    """``CREATE TABLE`` for a cube keyed by ``key`` (its first column a timestamptz)."""
+    """``CREATE TABLE`` for a cube keyed by ``key`` (its first column a timestamptz), without
+    its primary key: a rebuild fills the cube whole, then adds the key
+    (:func:`_primary_key`), several times faster than maintaining it row by row."""
     return sql.SQL(
         "CREATE TABLE {table} ({period} timestamptz NOT NULL, {dims},"
         " messages bigint NOT NULL, units bigint NOT NULL, total_amount numeric NOT NULL,"
-        " {buckets}, PRIMARY KEY ({key}))"
+        " {buckets})"
     ).format(
         table=sql.Identifier(table),
         period=sql.Identifier(key[0]),
@@ -150,8 +151,11 @@ def _cube_table(table: str, key: Sequence[str]) -> sql.Composed:
             for stage in STAGES
             for name in bucket_columns(stage)
         ),
-        key=_names(key),
     )
+
+
+def _primary_key(table: str, key: Sequence[str]) -> sql.Composed:
+    return sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({})").format(sql.Identifier(table), _names(key))
 
 
 _ALERTS_TABLE: Final = sql.SQL(
@@ -304,11 +308,8 @@ _FACTS_UPSERT: Final = sql.SQL(
 ).format(
     facts=sql.Identifier(FACTS),
     columns=fold.column_list(COLUMNS),
-    folded=sql.Identifier(_FOLDED),
+    folded=sql.Identifier(fold.FOLDED),
     merge=fold.merge(COLUMNS, "cur"),
-)
-_FOLD: Final = sql.SQL("{} AS ({})").format(
-    sql.Identifier(_FOLDED), fold.folded(sql.Identifier("batch"), COLUMNS, FIELDS)
 )
 
 
@@ -379,7 +380,7 @@ def _by_day(relation: sql.Composable) -> sql.Composable:
 # that the cube does not depend on the history that led to it.
 def _apply() -> sql.Composable:
     return sql.SQL(
-        "{fold}, analytics_old AS (SELECT * FROM {facts}"
+        "analytics_old AS (SELECT * FROM {facts}"
         "  WHERE message_uuid IN (SELECT message_uuid FROM {folded})),"
         " analytics_saved AS ({facts_upsert} RETURNING *),"
         " analytics_changes AS (SELECT *, -1 AS sign FROM analytics_old"
@@ -389,9 +390,8 @@ def _apply() -> sql.Composable:
         " analytics_day_delta AS ({day_delta}),"
         " {hours}, {days}"
     ).format(
-        fold=_FOLD,
         facts=sql.Identifier(FACTS),
-        folded=sql.Identifier(_FOLDED),
+        folded=sql.Identifier(fold.FOLDED),
         facts_upsert=_FACTS_UPSERT,
         key=_names(KEY),
         sums=_sums(MEASURES),
@@ -403,29 +403,31 @@ def _apply() -> sql.Composable:
     )
 
 
-_BUILD: Final = sql.SQL("{}, analytics_facts_built AS ({})").format(_FOLD, _FACTS_UPSERT)
+_BUILD: Final = sql.SQL("analytics_facts_built AS ({})").format(_FACTS_UPSERT)
 
 
-def _cube() -> sql.Composed:
-    """The cube by hour from the facts, and by day from the hours, in one statement: the
-    finishing statements of a rebuild run in parallel, so the days cannot wait for another."""
+def _cube(table: str, key: Sequence[str], period: sql.Composable) -> sql.Composed:
+    """The cube ``table``, keyed by ``key``, from the facts: ``period`` is its first key
+    column, from each fact's hour. The hours and the days are built apart, from the facts,
+    so that the finishing statements of a rebuild, which run in parallel, share the work."""
     return sql.SQL(
-        "WITH analytics_hours AS (INSERT INTO {counts} ({columns})"
-        "  SELECT {key}, count(*), sum(units), trim_scale(sum(total_amount)), {buckets}"
-        "  FROM ({cells}) AS cells GROUP BY {key} RETURNING *)"
-        " INSERT INTO {days} ({day_columns}) {by_day}"
+        "INSERT INTO {table} ({columns})"
+        " SELECT {period}, {dims}, count(*), sum(units), trim_scale(sum(total_amount)), {buckets}"
+        " FROM ({cells}) AS cells GROUP BY 1, {dims}"
     ).format(
-        counts=sql.Identifier(COUNTS),
-        columns=_names((*KEY, *MEASURES)),
-        key=_names(KEY),
+        table=sql.Identifier(table),
+        columns=_names((*key, *MEASURES)),
+        period=period,
+        dims=_names(key[1:]),
         buckets=sql.SQL(", ").join(
             sql.SQL("sum({})").format(sql.Identifier(name)) for name in MEASURES[3:]
         ),
         cells=_cell(FACTS, 1),
-        days=sql.Identifier(DAYS),
-        day_columns=_names((*DAY_KEY, *MEASURES)),
-        by_day=_by_day(sql.Identifier("analytics_hours")),
     )
+
+
+_HOURS: Final = _cube(COUNTS, KEY, sql.SQL("hour"))
+_DAYS: Final = _cube(DAYS, DAY_KEY, sql.SQL("date_trunc('day', hour, %(analytics_zone)s)"))
 
 
 # The alert rule reads the facts by first event time.
@@ -444,6 +446,7 @@ class DeliveryAnalyticsProjector:
 
     name = "delivery_analytics"
     tables: tuple[str, ...] = (FACTS, COUNTS, DAYS, ALERTS, *LOOKUP_TABLES)
+    reads = fold.Reads(COLUMNS, FIELDS)
     #: As the daily view: read by analysts, by the hour; its batches are the dearest.
     busy_interval = 0.25
 
@@ -474,7 +477,8 @@ class DeliveryAnalyticsProjector:
         self.version = _FOLD_VERSION * 1_000_000 + zlib.crc32(identity) % 1_000_000
 
     def schema(self) -> Sequence[DDL]:
-        """The facts, the cube by hour and by day, the alerts, and the lookup tables, filled."""
+        """The facts, the cube by hour and by day (their keys come with :meth:`indexes`),
+        the alerts, and the lookup tables, filled."""
         return [
             _FACTS_TABLE,
             _cube_table(COUNTS, KEY),
@@ -486,9 +490,9 @@ class DeliveryAnalyticsProjector:
         ]
 
     def indexes(self) -> Sequence[DDL]:
-        """The facts by first event time, for the alert rule's windows; the cubes are read by
-        hour and by day, their keys' first columns."""
-        return [_FACTS_BY_TIME]
+        """The cubes' primary keys (they are read by hour and by day, their keys' first
+        columns), and the facts by first event time, for the alert rule's windows."""
+        return [_primary_key(COUNTS, KEY), _primary_key(DAYS, DAY_KEY), _FACTS_BY_TIME]
 
     def apply(self) -> sql.Composable:
         """The batch folded, its facts upserted, the touched messages moved between cells."""
@@ -499,8 +503,9 @@ class DeliveryAnalyticsProjector:
         return _BUILD
 
     def finish_build(self) -> Sequence[DDL]:
-        """The cube, from the facts, and the derived statements (the alerts)."""
-        return [_cube(), *self._derived]
+        """The cube by hour and by day, from the facts, and the derived statements (the
+        alerts)."""
+        return [_HOURS, _DAYS, *self._derived]
 
     def parameters(self) -> Mapping[str, Any]:
         """The zone whose hours messages are counted under, the tag's payload key, and the

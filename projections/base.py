@@ -6,7 +6,8 @@ into them, written as data-modifying common table expressions over two relations
 * ``batch``: one row per event, with the ledger's columns ``position``, ``transaction_id``,
   ``message_uuid``, ``event_type``, ``status``, ``occurred_at``, ``recorded_at``, ``payload``;
 * ``folded`` (:data:`projections.fold.FOLDED`): the status fold of ``batch``, one row per
-  message with :data:`projections.fold.COLUMNS`, computed once however many views use it.
+  message with the columns its views read (:attr:`Projector.reads`), computed once however
+  many views use it.
 
 :mod:`projections.statements` wraps the folds in the statements that choose the batch (the
 next fenced range, a chunk of a rebuild, given positions) and move the checkpoint, so that a
@@ -23,6 +24,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, TypeAlias
 
 from psycopg import sql
+
+from projections.fold import Reads
 
 #: A statement a projector hands over whole (DDL, a finishing statement).
 DDL: TypeAlias = sql.SQL | sql.Composed
@@ -62,14 +65,21 @@ class Projector(Protocol):
         whatever its size: a view read by analysts gathers longer than one read by support.
         An idle view applies a new event at once."""
 
+    @property
+    def reads(self) -> Reads:
+        """The columns of ``folded`` its SQL reads, with the fields its own columns fold: a
+        statement folds each event once, with what all of its views read."""
+
     def schema(self) -> Sequence[DDL]:
-        """``CREATE TABLE`` statements for its tables, with their primary keys (the fold's
-        upserts need them) and no other index, then any statements filling tables of fixed
-        data the fold reads (lookups, whose version is part of the view's)."""
+        """``CREATE TABLE`` statements for its tables, with the primary keys the build's
+        upserts need and no other index, then any statements filling tables of fixed data
+        the fold reads (lookups, whose version is part of the view's). A table that
+        :meth:`finish_build` fills whole may get its key with :meth:`indexes`."""
 
     def indexes(self) -> Sequence[DDL]:
-        """``CREATE INDEX`` statements, run once a rebuild has filled the tables (building an
-        index once is several times cheaper than maintaining it row by row)."""
+        """``CREATE INDEX`` (or ``ADD PRIMARY KEY``) statements, run once a rebuild has
+        filled and finished the tables (building an index once is several times cheaper
+        than maintaining it row by row)."""
 
     def apply(self) -> sql.Composable:
         """CTEs folding ``batch`` (or ``folded``) into the tables. The runner applies each

@@ -147,8 +147,8 @@ def milestone(status: str) -> Column:
     )
 
 
-#: Every column of a message's fold: the columns of :data:`FOLDED`, all of which the status
-#: view stores, and of which the metrics facts keep a few.
+#: Every common column of a message's fold: the status view stores them all, the other views
+#: read a few (:class:`Reads`).
 COLUMNS: Final = (
     *WINNER_COLUMNS,
     FROM_NUMBER,
@@ -169,8 +169,9 @@ COLUMNS: Final = (
 )
 
 #: The name of the relation holding the batch's fold: one row per message of ``batch``, with
-#: ``message_uuid`` and :data:`COLUMNS`. The statements of :mod:`projections.statements`
-#: define it beside ``batch``; a statement that folds several views computes it once.
+#: ``message_uuid`` and the columns its views read (:func:`folded_for`). The statements of
+#: :mod:`projections.statements` define it beside ``batch``; a statement that folds several
+#: views computes it once.
 FOLDED: Final = "folded"
 
 
@@ -258,7 +259,7 @@ _WINNER_KEY = ("status_rank", "status_sequence", "status_at", "status_position")
 
 
 class Field(NamedTuple):
-    """A per-event value a view's own fold reads besides the common ones: its name, and its
+    """A per-event value a view's columns fold besides the common ones: its name, and its
     SQL over the event ``e`` (the ledger's columns, ``payload`` included)."""
 
     name: str
@@ -323,10 +324,9 @@ def folded(
     """``SELECT message_uuid, <columns>``: one row per message of ``source``, folded.
 
     One sort serves both the winner (the first row of each message in winner order) and the
-    aggregates (window aggregates over the whole message, on the same sort). A view that
-    needs other columns folds its own: ``columns`` (which must include the winner's when
-    any winner column is wanted) over the normalised events and ``fields``, read from each
-    event in the same pass as the common ones.
+    aggregates (window aggregates over the whole message, on the same sort): ``columns``
+    (which must include the winner's when any winner column is wanted) over the normalised
+    events and ``fields``, read from each event in the same pass as the common ones.
     """
     items = [
         sql.SQL("{} AS {}").format(
@@ -347,6 +347,29 @@ def folded(
     ).format(
         items=sql.SQL(", ").join(items), events=_normalised(source, fields), order=_WINNER_ORDER
     )
+
+
+class Reads(NamedTuple):
+    """What a view's SQL reads of :data:`FOLDED`: fold columns, and the fields (besides the
+    common ones) that its own columns fold (:func:`field_column`)."""
+
+    columns: tuple[Column, ...]
+    fields: tuple[Field, ...] = ()
+
+
+def folded_for(source: sql.Composable, reads: Sequence[Reads]) -> sql.Composable:
+    """:func:`folded` with every column and field that any of ``reads`` needs, read from each
+    event once for all of them, and :data:`EVENT_COUNT` (the events a statement folded)."""
+    columns: dict[str, Column] = {EVENT_COUNT.name: EVENT_COUNT}
+    fields: dict[str, Field] = {}
+    for view in reads:
+        for column in view.columns:
+            if columns.setdefault(column.name, column) != column:
+                raise ValueError(f"two views define the fold column {column.name!r} differently")
+        for field in view.fields:
+            if fields.setdefault(field.name, field) != field:
+                raise ValueError(f"two views define the field {field.name!r} differently")
+    return folded(source, tuple(columns.values()), tuple(fields.values()))
 
 
 def column_definitions(columns: Sequence[Column]) -> sql.Composable:

@@ -168,6 +168,7 @@ class DailyMetricsProjector:
 
     name = "daily_delivery_metrics"
     tables: tuple[str, ...] = (FACTS, COUNTS)
+    reads = fold.Reads(COLUMNS)
     #: Read by analysts, by day: a quarter of a second behind costs nobody anything, and
     #: batches twelve times the size cost the projector a fraction per event.
     busy_interval = 0.25

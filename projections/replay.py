@@ -10,9 +10,10 @@
 3. Fold the ledger once for every view being rebuilt: chunk by chunk of positions, each
    chunk one statement in a transaction of its own, so that no long transaction holds back
    the fence behind which the live views advance meanwhile, on several connections at once.
-   Then each projector's :meth:`~projections.base.Projector.finish_build` statements, its
-   indexes, and fresh statistics. Concurrent chunks upsert the messages they share in the
-   same (UUID) order, so they wait for each other at most, and never deadlock.
+   Then each projector's :meth:`~projections.base.Projector.finish_build` statements, then
+   its indexes, then fresh statistics, each phase on several connections. Concurrent chunks
+   upsert the messages they share in the same (UUID) order, so they wait for each other at
+   most, and never deadlock.
 4. Catch the new tables up from ``upto`` (:func:`projections.catch_up.apply_after`).
 5. One short transaction per view locks its live tables and checkpoint row (waiting for a
    live batch in flight), catches up the last few events, drops the live tables, moves the
@@ -341,9 +342,10 @@ class _Rebuild:
 
     async def build(self, projectors: Sequence[Projector], head: _Head, progress: _Progress) -> int:
         """Fill the shadow tables up to ``head.upto``, chunk by chunk, then finish them: the
-        projectors' finishing statements and indexes, then fresh statistics, so that the
-        first queries on the swapped-in views plan well. Each statement is a transaction of
-        its own, so that none holds back the live views' fence for long. The events built."""
+        projectors' finishing statements, then their indexes (on the finished tables), then
+        fresh statistics, so that the first queries on the swapped-in views plan well. Each
+        statement is a transaction of its own, so that none holds back the live views' fence
+        for long. The events built."""
         upto = {"upto_xid": str(head.upto.transaction_id), "upto_position": head.upto.position}
         lows = range(head.first_position, head.last_position + 1, self._chunk_size)
         group = tuple(projectors)
@@ -369,13 +371,8 @@ class _Rebuild:
             return run
 
         await self._in_parallel([chunk(low) for low in lows])
-        await self._in_parallel(
-            [
-                statement(query, projector)
-                for projector in projectors
-                for query in [*projector.finish_build(), *projector.indexes()]
-            ]
-        )
+        await self._in_parallel([statement(q, p) for p in projectors for q in p.finish_build()])
+        await self._in_parallel([statement(q, p) for p in projectors for q in p.indexes()])
         await self._in_parallel(
             [
                 statement(sql.SQL("ANALYZE {}").format(sql.Identifier(SHADOW_SCHEMA, t)), p)

@@ -104,12 +104,18 @@ class BuildStatements(msgspec.Struct, frozen=True):
 def statements_for(projector: Projector) -> Statements:
     """The live statements of ``projector`` (composed and rendered once per projector)."""
     apply = [projector.apply()]
+    reads = [projector.reads]
     return Statements(
         next=_statement(
-            _FENCED_AFTER_CP, apply, [_LOCKED_CHECKPOINT], [_LAST, _ADVANCED], _COUNTS + _STORED
+            _FENCED_AFTER_CP,
+            reads,
+            apply,
+            head=[_LOCKED_CHECKPOINT],
+            tail=[_LAST, _ADVANCED],
+            result=_COUNTS + _STORED,
         ),
-        after=_statement(_FENCED_AFTER_CP, apply, [_GIVEN_CHECKPOINT], [_LAST]),
-        positions=_statement(_AT_POSITIONS, apply, tail=[_LAST]),
+        after=_statement(_FENCED_AFTER_CP, reads, apply, head=[_GIVEN_CHECKPOINT], tail=[_LAST]),
+        positions=_statement(_AT_POSITIONS, reads, apply, tail=[_LAST]),
     )
 
 
@@ -117,13 +123,15 @@ def statements_for(projector: Projector) -> Statements:
 def build_statements_for(projectors: tuple[Projector, ...]) -> BuildStatements:
     """The statements building every view of ``projectors`` from one read of each event.
 
+    The views share one fold of each event, with the columns and fields any of them reads.
     They return the events folded, summed from the fold's per-message counts: ``batch`` is
     read once, by the fold, instead of being kept for a count of its own.
     """
     builds = [projector.build() for projector in projectors]
+    reads = [projector.reads for projector in projectors]
     return BuildStatements(
-        chunk=_statement(_IN_CHUNK, builds, result=_FOLDED_EVENTS),
-        positions=_statement(_AT_POSITIONS, builds, result=_FOLDED_EVENTS),
+        chunk=_statement(_IN_CHUNK, reads, builds, result=_FOLDED_EVENTS),
+        positions=_statement(_AT_POSITIONS, reads, builds, result=_FOLDED_EVENTS),
     )
 
 
@@ -138,7 +146,9 @@ def parameters(projectors: Sequence[Projector], **own: Any) -> Mapping[str, Any]
 
 def _statement(
     batch: sql.Composable,
+    reads: Sequence[fold.Reads],
     folds: Sequence[sql.Composable],
+    *,
     head: Sequence[sql.Composable] = (),
     tail: Sequence[sql.Composable] = (),
     result: sql.Composable = _COUNTS,
@@ -147,7 +157,7 @@ def _statement(
         *head,
         sql.SQL("batch AS ({})").format(batch),
         sql.SQL("{} AS ({})").format(
-            sql.Identifier(fold.FOLDED), fold.folded(sql.Identifier("batch"))
+            sql.Identifier(fold.FOLDED), fold.folded_for(sql.Identifier("batch"), reads)
         ),
         *folds,
         *tail,

@@ -52,6 +52,8 @@ class MessageStatusProjector:
     # 3: sends: tags, send request, resend links, multi-part parents; rejected, reconciled.
     version = 3
     tables: tuple[str, ...] = (TABLE,)
+    #: Every column of the fold.
+    reads = fold.Reads(fold.COLUMNS)
     #: Support and the lag target read it: current within a few tens of milliseconds.
     busy_interval = 0.02
 

@@ -25,6 +25,7 @@ from ledger.store import Append, Checkpoint, append, notify_readers
 from projections.base import DDL
 from projections.catch_up import Batch
 from projections.checkpoints import stored_checkpoint
+from projections.fold import Reads
 from projections.locks import Lock, lock_key
 from projections.progress import dead_letters, has_applied, projector_lag
 from projections.registry import PROJECTORS
@@ -84,6 +85,7 @@ class RecordingProjector:
 
     tables = ("recorded", "recorded_totals")
     busy_interval = 0.02
+    reads = Reads(())  # it records the batch's events themselves
 
     def __init__(self, *, version: int = 1, poisoned: bool = True) -> None:
         self.name = "recording"
