@@ -7,7 +7,7 @@ view and its checkpoint can never disagree.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 import psycopg
@@ -88,6 +88,22 @@ async def save_checkpoint(
     )
 
 
+#: The idle poll's question, for a view's name. The next settled event after the checkpoint,
+#: in fence order, is one probe of the (transaction_id, position) index. Asked as EXISTS, the
+#: planner expects one of the many later events to turn up at once and scans the ledger in
+#: heap order instead, to the end when there is none: 0.3 s per poll at 1M events, each view
+#: polling every second while idle (EXISTS drops an ORDER BY that would steer it).
+PENDING: Final = (
+    "SELECT c.version, ahead.position IS NOT NULL"
+    " FROM (SELECT) AS one LEFT JOIN projection_checkpoints AS c ON c.name = %s"
+    " LEFT JOIN LATERAL (SELECT e.position FROM events AS e"
+    "  WHERE (e.transaction_id, e.position)"
+    "   > (coalesce(c.transaction_id, '0'::xid8), coalesce(c.position, 0))"
+    f"  AND {settled('e')}"
+    "  ORDER BY e.transaction_id, e.position LIMIT 1) AS ahead ON true"
+)
+
+
 async def pending(conn: psycopg.AsyncConnection[Any], projector: Projector) -> bool:
     """Whether settled events wait after the projector's checkpoint (after the start of the
     ledger for a view never fed, which :func:`~projections.catch_up.apply_next` feeds from
@@ -96,14 +112,7 @@ async def pending(conn: psycopg.AsyncConnection[Any], projector: Projector) -> b
     Read-only and without a row lock, so an idle poll takes no transaction id. Raises
     :class:`VersionMismatch` when the stored view is of another version.
     """
-    cursor = await conn.execute(
-        "SELECT c.version, EXISTS (SELECT FROM events AS e"
-        "  WHERE (e.transaction_id, e.position)"
-        "   > (coalesce(c.transaction_id, '0'::xid8), coalesce(c.position, 0))"
-        f"  AND {settled('e')})"
-        " FROM (SELECT) AS one LEFT JOIN projection_checkpoints AS c ON c.name = %s",
-        (projector.name,),
-    )
+    cursor = await conn.execute(PENDING, (projector.name,))
     row = await cursor.fetchone()
     assert row is not None  # one row, with or without a checkpoint
     version, waiting = row
