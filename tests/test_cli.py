@@ -417,3 +417,23 @@ async def test_replay_prints_each_views_result_once(
     ]
     assert all(" 3 events in " in line for line in lines)
     assert "replayed" not in result.stderr
+
+
+async def test_replay_rebuilds_the_views_named_in_the_registrys_order(
+    client: AsyncTestClient[Litestar], settings: Any, tmp_path: Path
+) -> None:
+    await record_lifecycle(client, settings.database_url)
+    result = ledger(
+        "replay",
+        "--projection",
+        "daily_delivery_metrics",
+        "--projection",
+        "message_status",
+        database_url=settings.database_url,
+        data_dir=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert [line.split(":")[0] for line in result.stdout.splitlines()] == [
+        "replayed message_status",
+        "replayed daily_delivery_metrics",
+    ]

@@ -18,7 +18,7 @@ from rich.progress import (
 from api.cli.common import CommandError, Connection, output_console, pass_settings, read
 from ledger.settings import Settings
 from ledger.tokens import ensure_api_tokens, token_path
-from projections.registry import PROJECTORS, build_projectors, projector_named
+from projections.registry import PROJECTORS, build_projectors
 from projections.replay import DEFAULT_JOBS, ReplayInProgress, ReplayReport, replay_views
 
 
@@ -49,10 +49,11 @@ def replay_progress() -> Progress:
 @click.option(
     "--projection",
     type=click.Choice([projector.name for projector in PROJECTORS]),
-    help="Rebuild only this view (default: every view).",
+    multiple=True,
+    help="Rebuild only this view; repeat it for several (default: every view).",
 )
 @pass_settings
-def replay(settings: Settings, *, projection: str | None, jobs: int) -> None:
+def replay(settings: Settings, *, projection: tuple[str, ...], jobs: int) -> None:
     """Rebuild the views from the ledger's events and swap them in, without downtime.
 
     The ledger is read once for every view rebuilt, into new tables, chunk by chunk; each
@@ -65,12 +66,14 @@ def replay(settings: Settings, *, projection: str | None, jobs: int) -> None:
     ```
     ledger replay
     ledger replay --projection message_status
+    ledger replay --projection message_status --projection daily_delivery_metrics
     ledger replay --jobs 4
     ```
     """
     projectors = build_projectors(settings)
     if projection:
-        projectors = (projector_named(projection, projectors),)
+        # In the registry's order, each once, however the options were given.
+        projectors = tuple(p for p in projectors if p.name in projection)
     # replay logs each start and result at INFO for the service's logs; here the command
     # prints the result itself, once.
     logging.getLogger("projections.replay").setLevel(logging.WARNING)
