@@ -7,39 +7,61 @@ status 2, as do usage errors.
 
 from __future__ import annotations
 
+import importlib
+
 import rich_click as click
 
-from api.cli.analysts import alerts, metrics
 from api.cli.common import CommandError, fail
-from api.cli.operations import replay, token
-from api.cli.sending import send_command
-from api.cli.service import migrate, serve, worker
-from api.cli.simulation import simulate
-from api.cli.support import audit, messages, status
-from api.cli.trust import seal, verify
 from ledger.settings import SettingsError
 
 click.rich_click.TEXT_MARKUP = "markdown"
 
+#: Each command, by name: the module defining it and the command's name there.
+COMMANDS = {
+    "serve": ("api.cli.service", "serve"),
+    "worker": ("api.cli.service", "worker"),
+    "migrate": ("api.cli.service", "migrate"),
+    "audit": ("api.cli.support", "audit"),
+    "status": ("api.cli.support", "status"),
+    "messages": ("api.cli.support", "messages"),
+    "metrics": ("api.cli.analysts", "metrics"),
+    "alerts": ("api.cli.analysts", "alerts"),
+    "send": ("api.cli.sending", "send_command"),
+    "verify": ("api.cli.trust", "verify"),
+    "seal": ("api.cli.trust", "seal"),
+    "replay": ("api.cli.operations", "replay"),
+    "token": ("api.cli.operations", "token"),
+    "simulate": ("api.cli.simulation", "simulate"),
+}
 #: Help panels and their commands, in the order a newcomer needs them.
 PANELS = (
-    ("Run the service", (serve, worker, migrate)),
-    ("Support and analysts", (audit, status, messages, metrics, alerts)),
-    ("Send and track", (send_command,)),
-    ("Prove", (verify, seal)),
-    ("Operate", (replay, token, simulate)),
+    ("Run the service", ("serve", "worker", "migrate")),
+    ("Support and analysts", ("audit", "status", "messages", "metrics", "alerts")),
+    ("Send and track", ("send",)),
+    ("Prove", ("verify", "seal")),
+    ("Operate", ("replay", "token", "simulate")),
 )
 
 
-class OrderedGroup(click.RichGroup):
-    """Lists commands in the order they were added, not alphabetically."""
+class LazyGroup(click.RichGroup):
+    """Imports a command's module only when that command runs (or the help lists it), so
+    that ``ledger replay`` does not pay for the web framework that ``ledger serve`` needs;
+    lists commands in :data:`COMMANDS`' order, not alphabetically."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        """Command names in registration order."""
-        return list(self.commands)
+        """Command names in :data:`COMMANDS`' order."""
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """The command called ``cmd_name``, its module imported now; None if there is none."""
+        if cmd_name not in COMMANDS:
+            return None
+        module, name = COMMANDS[cmd_name]
+        command: click.Command = getattr(importlib.import_module(module), name)
+        return command
 
 
-@click.group(cls=OrderedGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
     """An event-sourced ledger of Plivo delivery callbacks.
 
@@ -50,10 +72,8 @@ def cli() -> None:
     """
 
 
-for _title, _commands in PANELS:
-    for _command in _commands:
-        cli.add_command(_command)
-    click.command_panel(_title, commands=[command.name or "" for command in _commands])(cli)
+for _title, _names in PANELS:
+    click.command_panel(_title, commands=list(_names))(cli)
 
 
 def main(argv: list[str] | None = None) -> None:
