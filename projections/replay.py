@@ -371,8 +371,14 @@ class _Rebuild:
             return run
 
         await self._in_parallel([chunk(low) for low in lows])
-        await self._in_parallel([statement(q, p) for p in projectors for q in p.finish_build()])
-        await self._in_parallel([statement(q, p) for p in projectors for q in p.indexes()])
+        # A view's indexes wait for its own finishing statements (its keys and indexes are
+        # built on finished tables), not for the other views'.
+        finishing = [p for p in projectors if p.finish_build()]
+        await self._in_parallel(
+            [statement(q, p) for p in finishing for q in p.finish_build()]
+            + [statement(q, p) for p in projectors if p not in finishing for q in p.indexes()]
+        )
+        await self._in_parallel([statement(q, p) for p in finishing for q in p.indexes()])
         await self._in_parallel(
             [
                 statement(sql.SQL("ANALYZE {}").format(sql.Identifier(SHADOW_SCHEMA, t)), p)
