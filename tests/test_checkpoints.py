@@ -3,37 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-from datetime import UTC, datetime
 from typing import Any
-from uuid import uuid4
 
 import psycopg
 
-from ledger.events import STATUS_REPORTED, EventMeta, NewEvent
-from ledger.store import Append, append
-from projections.checkpoints import PENDING, pending
+from ledger.store import append
+from projections.checkpoints import PENDING, lock_checkpoint, pending, save_checkpoint
 from projections.registry import PROJECTORS
 from tests.conftest import ledger_head
+from tests.test_runner import new_event
 
 Conn = psycopg.AsyncConnection[Any]
-
-
-def _appends(count: int) -> list[Append]:
-    return [
-        Append(
-            NewEvent(
-                message_uuid=uuid4(),
-                event_type=STATUS_REPORTED,
-                status="sent",
-                occurred_at=datetime.now(UTC),
-                dedup_key=os.urandom(16),
-                payload={"Status": "sent"},
-                meta=EventMeta("plivo", "unsigned"),
-            )
-        )
-        for _ in range(count)
-    ]
 
 
 def _relations_scanned(plan: dict[str, Any]) -> set[str]:
@@ -47,15 +27,11 @@ async def test_an_idle_poll_probes_the_fence_index_instead_of_scanning_the_ledge
     conn: Conn,
 ) -> None:
     status = PROJECTORS[0]
-    await append(conn, _appends(5_000))
+    await append(conn, [new_event() for _ in range(5_000)])
     # The view caught up with the ledger.
-    head = await ledger_head(conn)
-    await conn.execute(
-        "INSERT INTO projection_checkpoints (name, transaction_id, position, version)"
-        " VALUES (%s, %s::text::xid8, %s, %s) ON CONFLICT (name) DO UPDATE"
-        " SET transaction_id = excluded.transaction_id, position = excluded.position",
-        (status.name, str(head.transaction_id), head.position, status.version),
-    )
+    async with conn.transaction():
+        await lock_checkpoint(conn, status)
+        await save_checkpoint(conn, status.name, await ledger_head(conn))
     await conn.execute("ANALYZE events")
 
     cursor = await conn.execute(f"EXPLAIN (FORMAT JSON) {PENDING}", (status.name,))
@@ -65,5 +41,5 @@ async def test_an_idle_poll_probes_the_fence_index_instead_of_scanning_the_ledge
 
     assert "events" not in _relations_scanned(explained["Plan"])
     assert not await pending(conn, status)
-    await append(conn, _appends(1))
+    await append(conn, [new_event()])
     assert await pending(conn, status)
