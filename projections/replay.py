@@ -373,12 +373,14 @@ class _Rebuild:
         await self._in_parallel([chunk(low) for low in lows])
         # A view's indexes wait for its own finishing statements (its keys and indexes are
         # built on finished tables), not for the other views'.
-        finishing = [p for p in projectors if p.finish_build()]
+        finishes = [(p, p.finish_build()) for p in projectors]
         await self._in_parallel(
-            [statement(q, p) for p in finishing for q in p.finish_build()]
-            + [statement(q, p) for p in projectors if p not in finishing for q in p.indexes()]
+            [statement(q, p) for p, queries in finishes for q in queries]
+            + [statement(q, p) for p, queries in finishes if not queries for q in p.indexes()]
         )
-        await self._in_parallel([statement(q, p) for p in finishing for q in p.indexes()])
+        await self._in_parallel(
+            [statement(q, p) for p, queries in finishes if queries for q in p.indexes()]
+        )
         await self._in_parallel(
             [
                 statement(sql.SQL("ANALYZE {}").format(sql.Identifier(SHADOW_SCHEMA, t)), p)
