@@ -148,10 +148,10 @@ async def test_search_caps_the_page_size(client: Client, auth: dict[str, str]) -
 
 
 async def test_daily_metrics_count_each_message_at_its_current_status(
-    client: Client, auth: dict[str, str]
+    client: Client, auth: dict[str, str], database_url: str
 ) -> None:
     position = await deliver(client, MESSAGE)
-    await read_status(client, auth, MESSAGE, position)
+    await wait_for_views(database_url, position)  # the daily view, not only the status view
     response = await client.get(
         "/v1/metrics/daily", params={"start": "2026-11-20", "end": "2026-11-20"}, headers=auth
     )
