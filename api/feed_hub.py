@@ -137,6 +137,7 @@ class FeedHub:
         self._wakeup = asyncio.Event()
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._listener: asyncio.Task[None] | None = None
 
     @property
     def subscribers(self) -> int:
@@ -145,15 +146,18 @@ class FeedHub:
 
     async def start(self) -> None:
         """Start the listener and the reader (inside the event loop)."""
-        self._tasks = [
-            asyncio.create_task(self._listen(), name="feed-listener"),
-            asyncio.create_task(self._read(), name="feed-reader"),
-        ]
+        self._listener = asyncio.create_task(self._listen(), name="feed-listener")
+        self._tasks = [self._listener, asyncio.create_task(self._read(), name="feed-reader")]
 
     async def stop(self) -> None:
         """Stop both tasks; subscribers still connected are dropped."""
         self._stopping.set()
         self._wakeup.set()
+        if self._listener is not None:
+            # It only waits for notifications: cancelling it is safe, and quicker than
+            # waiting for the end of its listening slice.
+            self._listener.cancel()
+            self._listener = None
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for subscriber in [*self._subscribers, *self._joining]:
             subscriber.drop()

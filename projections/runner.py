@@ -111,6 +111,7 @@ class CatchUpRunner:
         self._wakeups = {p.name: asyncio.Event() for p in self._projectors}
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._listener: asyncio.Task[None] | None = None
         self._connections: set[psycopg.AsyncConnection[Any]] = set()
         self._active: set[str] = set()
 
@@ -124,7 +125,8 @@ class CatchUpRunner:
         if self._tasks:
             raise RuntimeError("the runner is already started")
         self._stopping.clear()
-        self._tasks = [asyncio.create_task(self._listen(), name="runner-listener")]
+        self._listener = asyncio.create_task(self._listen(), name="runner-listener")
+        self._tasks = [self._listener]
         self._tasks += [
             asyncio.create_task(self._keep_current(p), name=f"runner-{p.name}")
             for p in self._projectors
@@ -139,8 +141,12 @@ class CatchUpRunner:
         """
         self._stopping.set()
         self.wake()
-        if not self._tasks:
+        if self._listener is None:
             return
+        # The listener only waits for notifications (no query, no transaction): cancelling
+        # it is safe, and spares the stop its wait for the end of the listening slice.
+        self._listener.cancel()
+        self._listener = None
         _, unfinished = await asyncio.wait(self._tasks, timeout=self._stop_grace)
         if unfinished:
             log.warning("runner: cancelling queries still running after %.1f s", self._stop_grace)
