@@ -35,7 +35,8 @@ from ledger.database import connect, create_pool, embedded_server
 from ledger.migrate import migrate
 from ledger.settings import Settings
 from ledger.store import Checkpoint
-from projections.analytics import lookup_fills
+from projections.registry import PROJECTORS
+from projections.replay import replay_views
 from tests.fake_plivo import AUTH_ID, FakePlivo, fake_plivo
 
 _TEMPLATE = f"ledger_template_{os.getpid()}"
@@ -84,8 +85,9 @@ def database_url_for(server_url: str, dbname: str) -> str:
 
 @pytest.fixture(scope="session")
 def template_database(server_url: str) -> Iterator[str]:
-    """A database migrated once per session, its analytics lookup tables filled as a view's
-    first build fills them (tests fold into the migrated tables directly); tests copy it."""
+    """A database migrated once per session, its views built as a service's first start
+    builds them (so a test's app finds them current instead of building each one again);
+    tests copy it."""
     with psycopg.connect(server_url, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{_TEMPLATE}"')
         admin.execute(f'CREATE DATABASE "{_TEMPLATE}"')
@@ -93,8 +95,7 @@ def template_database(server_url: str) -> Iterator[str]:
     async def _migrate() -> None:
         async with connect(database_url_for(server_url, _TEMPLATE)) as conn:
             await migrate(conn)
-            for fill in lookup_fills():
-                await conn.execute(fill)
+            await replay_views(conn, PROJECTORS)
 
     asyncio.run(_migrate())
     yield _TEMPLATE

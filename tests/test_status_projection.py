@@ -261,7 +261,7 @@ async def private_ledger(conn: Conn) -> AsyncIterator[str]:
             )
         )
     await conn.execute(sql.SQL("SET search_path = {}, public").format(sql.Identifier(schema)))
-    for fill in lookup_fills():  # as the template's (tests/conftest.py)
+    for fill in lookup_fills():  # as a first build of the views fills them
         await conn.execute(fill)
     try:
         yield schema
