@@ -15,8 +15,10 @@ import uuid
 from typing import Any, Literal
 
 import msgspec
-from litestar import Request, route
+from litestar import MediaType, Request, route
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.response.base import ASGIResponse
 
 from api.callback_schema import CallbackOperation, operation_id
 from api.problems import Problem, problem_responses, problem_spec
@@ -88,6 +90,8 @@ def signed_url(request: Request[Any, Any, Any], base_url: str) -> str:
     tags=["callbacks"],
     status_code=200,
     responses={
+        # The handler answers with ready-encoded bytes (see _accepted); this is their shape.
+        200: ResponseSpec(CallbackAccepted, description="Stored, or recognised as a retry."),
         **problem_responses(400, 413, 415, 503),
         403: problem_spec(
             403,
@@ -96,7 +100,7 @@ def signed_url(request: Request[Any, Any, Any], base_url: str) -> str:
         ),
     },
 )
-async def receive_status(request: Request[Any, Any, Any]) -> CallbackAccepted:
+async def receive_status(request: Request[Any, Any, Any]) -> ASGIResponse:
     """Validate, authenticate and append one status callback."""
     started = time.perf_counter()
     try:
@@ -145,7 +149,18 @@ def _authenticate(
     return meta, NonceGuard(check.family, check.nonce, check.body_digest)
 
 
-async def _receive(request: Request[Any, Any, Any], svc: Services) -> CallbackAccepted:
+_encode = msgspec.json.Encoder().encode
+
+
+def _accepted(outcome: Literal["appended", "duplicate"], position: int) -> ASGIResponse:
+    """The 200, encoded here: every callback Plivo sends is answered with one, and going
+    through Litestar's ``Response`` (serialisation, then header handling) cost about 45 µs
+    of the ~250 µs of CPU a callback takes in the app."""
+    body = _encode(CallbackAccepted(outcome, position))
+    return ASGIResponse(body=body, media_type=MediaType.JSON)
+
+
+async def _receive(request: Request[Any, Any, Any], svc: Services) -> ASGIResponse:
     settings = svc.settings
     request_id = uuid.uuid4().hex
     declared = request.content_length
@@ -190,4 +205,4 @@ async def _receive(request: Request[Any, Any, Any], svc: Services) -> CallbackAc
         )
     CALLBACK_OUTCOMES[result.outcome].inc()
     assert result.position is not None  # appended and duplicate events always have one
-    return CallbackAccepted(result.outcome, result.position)
+    return _accepted(result.outcome, result.position)

@@ -49,6 +49,13 @@ async def test_a_signed_callback_is_appended_and_acknowledged(client: Client) ->
     assert isinstance(response.json()["position"], int)
 
 
+async def test_the_acknowledgement_is_json_with_its_length(client: Client) -> None:
+    response = await post(client, delivered_params())
+    assert response.headers["content-type"] == "application/json"
+    assert int(response.headers["content-length"]) == len(response.content)
+    assert set(response.json()) == {"result", "position"}
+
+
 async def test_a_full_lifecycle_reads_back_through_the_audit_endpoint(
     client: Client, auth: dict[str, str]
 ) -> None:
@@ -297,6 +304,16 @@ async def test_the_openapi_post_callback_documents_the_form_fields_plivo_sends(
         fields["properties"]
     )
     assert fields["required"] == ["MessageUUID"]
+
+
+@pytest.mark.parametrize("method", ["post", "get"])
+async def test_the_openapi_callback_documents_its_acknowledgement(
+    client_without_projectors: Client, method: str
+) -> None:
+    operation = (await callback_operations(client_without_projectors))[method]
+
+    schema = operation["responses"]["200"]["content"]["application/json"]["schema"]
+    assert schema["$ref"].endswith("/CallbackAccepted")
 
 
 @pytest.mark.parametrize("method", ["post", "get"])
