@@ -52,3 +52,10 @@ async def try_advisory_lock(
     )
     row = await cursor.fetchone()
     return bool(row and row[0])
+
+
+async def advisory_unlock(conn: psycopg.AsyncConnection[Any], namespace: Lock, name: str) -> None:
+    """Release the session lock ``(namespace, name)`` held on ``conn``. Closing the
+    connection releases it too, but only once its server process has exited, a moment
+    after the close returns: a standby waiting for the lock takes it sooner this way."""
+    await conn.execute("SELECT pg_advisory_unlock(%s, %s)", (int(namespace), lock_key(name)))

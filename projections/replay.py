@@ -48,7 +48,7 @@ from projections.base import DDL, Projector
 from projections.catch_up import DEFAULT_BATCH_SIZE, apply_after
 from projections.checkpoints import lock_checkpoint, save_checkpoint
 from projections.dead_letters import DeadLetter, is_the_events_fault, isolate, settle_dead_letters
-from projections.locks import Lock, lock_key, try_advisory_lock
+from projections.locks import Lock, advisory_unlock, try_advisory_lock
 from projections.statements import build_statements_for, parameters
 
 log = logging.getLogger(__name__)
@@ -248,10 +248,7 @@ async def _replay_locks(
     finally:
         if not conn.broken:
             for projector in held:
-                await conn.execute(
-                    "SELECT pg_advisory_unlock(%s, %s)",
-                    (int(Lock.REPLAY), lock_key(projector.name)),
-                )
+                await advisory_unlock(conn, Lock.REPLAY, projector.name)
 
 
 async def _settled_head(conn: psycopg.AsyncConnection[Any]) -> _Head:

@@ -34,7 +34,7 @@ from ledger.database import EVENTS_CHANNEL, connect, with_options
 from projections.base import Projector
 from projections.catch_up import DEFAULT_BATCH_SIZE, Batch, apply_next
 from projections.checkpoints import VersionMismatch, pending, stored_checkpoint
-from projections.locks import Lock, try_advisory_lock
+from projections.locks import Lock, advisory_unlock, try_advisory_lock
 from projections.replay import ReplayInProgress, replay
 
 log = logging.getLogger(__name__)
@@ -233,6 +233,7 @@ class CatchUpRunner:
                             await self._project(conn, projector, backoff)
                         finally:
                             self._active.discard(projector.name)
+                        await advisory_unlock(conn, Lock.RUNNER, projector.name)
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                 if self._stopping.is_set():
                     return  # stop() cancelled the query or closed the connection

@@ -26,7 +26,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 from ledger.database import connect, first_line
 from ledger.seals import Block, StoredEvent, last_block, new_block, read_settled, save_block
 from ledger.store import Checkpoint
-from projections.locks import Lock, try_advisory_lock
+from projections.locks import Lock, advisory_unlock, try_advisory_lock
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +144,7 @@ class Sealer:
                     if await self._acquire(conn):
                         failures = 0
                         await self._seal_forever(conn)
+                        await advisory_unlock(conn, Lock.SEALER, SEALER_LOCK_NAME)
                         return
             except psycopg.Error as error:
                 failures += 1
