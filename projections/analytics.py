@@ -459,7 +459,7 @@ class DeliveryAnalyticsProjector:
         derived_parameters: Mapping[str, Any] | None = None,
     ) -> None:
         """``derived`` are statements that recompute state derived from the facts (the
-        alerts of :mod:`projections.alerts`) once a rebuild has filled them, with
+        alerts of :mod:`projections.alerts`) once a rebuild has caught them up, with
         ``derived_parameters``."""
         try:
             ZoneInfo(timezone)
@@ -503,9 +503,12 @@ class DeliveryAnalyticsProjector:
         return _BUILD
 
     def finish_build(self) -> Sequence[DDL]:
-        """The cube by hour and by day, from the facts, and the derived statements (the
-        alerts)."""
-        return [_HOURS, _DAYS, *self._derived]
+        """The cube by hour and by day, from the facts."""
+        return [_HOURS, _DAYS]
+
+    def derived(self) -> Sequence[DDL]:
+        """The statements given as ``derived`` (the alerts, recomputed from the facts)."""
+        return self._derived
 
     def parameters(self) -> Mapping[str, Any]:
         """The zone whose hours messages are counted under, the tag's payload key, and the

@@ -93,5 +93,10 @@ class Projector(Protocol):
     def finish_build(self) -> Sequence[DDL]:
         """Statements run once, after every chunk of a rebuild and before its catch-up."""
 
+    def derived(self) -> Sequence[DDL]:
+        """Statements recomputing state derived from the view's finished tables (not folded
+        from events), run by a rebuild in the transaction that swaps the view in, after its
+        last catch-up: they see exactly the events the swapped-in view holds."""
+
     def parameters(self) -> Mapping[str, Any]:
         """Named parameters the projector's SQL uses (besides the statements' own)."""

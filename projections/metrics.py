@@ -204,6 +204,10 @@ class DailyMetricsProjector:
         """The cube, from the facts."""
         return [_CUBE]
 
+    def derived(self) -> Sequence[DDL]:
+        """Nothing: the cube is folded from the events."""
+        return ()
+
     def parameters(self) -> Mapping[str, Any]:
         """The zone whose days the messages are counted under."""
         return {"metrics_zone": self.timezone}

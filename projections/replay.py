@@ -16,10 +16,11 @@
    most, and never deadlock.
 4. Catch the new tables up from ``upto`` (:func:`projections.catch_up.apply_after`).
 5. One short transaction per view locks its live tables and checkpoint row (waiting for a
-   live batch in flight), catches up the last few events, drops the live tables, moves the
-   new ones into place with ``ALTER TABLE … SET SCHEMA`` (their indexes and constraints
-   keep their names), and sets the checkpoint and version. Readers see the old view until
-   that commit.
+   live batch in flight), catches up the last few events, recomputes what is derived from
+   the finished tables (:meth:`~projections.base.Projector.derived`: the delivery alerts),
+   drops the live tables, moves the new ones into place with ``ALTER TABLE … SET SCHEMA``
+   (their indexes and constraints keep their names), and sets the checkpoint and version.
+   Readers see the old view until that commit.
 
 Memory does not grow with the ledger: the work runs in the server, a chunk at a time. Each
 statement runs without the connection's ``statement_timeout``. Grants on a live table to
@@ -519,6 +520,8 @@ class _Rebuild:
                 events += batch.events
                 if batch.events < self._batch_size:
                     break
+            for statement in projector.derived():
+                await conn.execute(statement, projector.parameters())
             if replaced:
                 await conn.execute(sql.SQL("DROP TABLE {}").format(tables))
             for table in projector.tables:

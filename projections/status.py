@@ -88,6 +88,10 @@ class MessageStatusProjector:
         """Nothing: the chunks built the whole table."""
         return ()
 
+    def derived(self) -> Sequence[DDL]:
+        """Nothing: every column is folded from the events."""
+        return ()
+
     def parameters(self) -> Mapping[str, Any]:
         """None."""
         return {}

@@ -110,6 +110,9 @@ class RecordingProjector:
     def finish_build(self) -> Sequence[DDL]:
         return [sql.SQL("INSERT INTO recording_rebuilds DEFAULT VALUES")]
 
+    def derived(self) -> Sequence[DDL]:
+        return ()
+
     def parameters(self) -> Mapping[str, Any]:
         return {
             "recording_poisoned": self.poisoned,

@@ -127,7 +127,7 @@ async def apply(conn: Conn, projector: Projector, events: Sequence[RecordedEvent
 
 async def build(conn: Conn, projector: Projector, upto: Checkpoint) -> None:
     """Build the projector's tables on the search path from every event at or before
-    ``upto``, as replay does (here in one chunk), and finish them."""
+    ``upto``, as replay does (here in one chunk, with no catch-up), and finish them."""
     await conn.execute(
         build_statements_for((projector,)).chunk,
         parameters(
@@ -138,7 +138,7 @@ async def build(conn: Conn, projector: Projector, upto: Checkpoint) -> None:
             upto_position=upto.position,
         ),
     )
-    for statement in projector.finish_build():
+    for statement in [*projector.finish_build(), *projector.derived()]:
         await conn.execute(statement, projector.parameters())
 
 
