@@ -20,6 +20,7 @@ from ledger.settings import Settings
 from ledger.store import Append, append
 from projections.base import Projector
 from projections.checkpoints import stored_checkpoint
+from projections.locks import Lock
 from projections.progress import dead_letters, projector_lag
 from projections.registry import build_projectors
 from projections.replay import SHADOW_SCHEMA, ReplayInProgress, replay, replay_views
@@ -35,6 +36,7 @@ from tests.test_runner import (
     drain,
     eventually,
     ingest,
+    lock_holders,
     new_event,
     totals_match,
 )
@@ -100,7 +102,10 @@ async def test_replay_during_concurrent_ingest_loses_nothing_and_doubles_nothing
     await runner.start()
 
     async def first_build_done() -> bool:
-        return await stored_checkpoint(conn, projector.name) is not None
+        # Its checkpoint is stored a moment before its replay lock is released.
+        return await stored_checkpoint(conn, projector.name) is not None and not (
+            await lock_holders(conn, projector.name, Lock.REPLAY)
+        )
 
     # The runner builds a never-fed view first; a replay meanwhile is refused (tested apart).
     await eventually(first_build_done)

@@ -258,13 +258,13 @@ async def eventually(check: Callable[[], Awaitable[bool]], within: float = 10.0)
     return time.monotonic() - started
 
 
-async def lock_holders(conn: Conn, name: str) -> list[int]:
-    """Backend pids holding the runner lock of ``name``."""
+async def lock_holders(conn: Conn, name: str, namespace: Lock = Lock.RUNNER) -> list[int]:
+    """Backend pids holding the ``namespace`` lock (the runner's, by default) of ``name``."""
     cursor = await conn.execute(
         "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
         " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
         " AND classid::bigint = %s AND objid::bigint = %s AND objsubid = 2",
-        (int(Lock.RUNNER), lock_key(name) & 0xFFFFFFFF),
+        (int(namespace), lock_key(name) & 0xFFFFFFFF),
     )
     return [row[0] for row in await cursor.fetchall()]
 
