@@ -47,8 +47,6 @@ PAGE: Final = 1000
 #: How long a dropped subscriber's stream has to tell its client and end before it is
 #: cancelled (a client that reads nothing at all never lets the farewell through).
 DROP_GRACE: Final = 5.0
-#: How long one wait for notifications lasts: the listener checks its stop flag this often.
-_LISTEN_SLICE: Final = 0.25
 _RECONNECT_DELAY: Final = 1.0
 
 
@@ -154,8 +152,8 @@ class FeedHub:
         self._stopping.set()
         self._wakeup.set()
         if self._listener is not None:
-            # It only waits for notifications: cancelling it is safe, and quicker than
-            # waiting for the end of its listening slice.
+            # It only waits for notifications (no query, no transaction): it is cancelled,
+            # not asked to stop.
             self._listener.cancel()
             self._listener = None
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -247,10 +245,10 @@ class FeedHub:
                 async with connect(self._url, application_name="ledger-feed") as conn:
                     await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(EVENTS_CHANNEL)))
                     self._wakeup.set()  # whatever was notified while away: look now
-                    while not self._stopping.is_set():
-                        async for _ in conn.notifies(timeout=_LISTEN_SLICE):
-                            if self._subscribers:
-                                self._wakeup.set()
+                    # Until the connection fails, or stop() cancels this task.
+                    async for _ in conn.notifies():
+                        if self._subscribers:
+                            self._wakeup.set()
             except (psycopg.Error, OSError) as error:
                 log.warning("live feed listener: %s; reconnecting", first_line(error))
                 with contextlib.suppress(TimeoutError):

@@ -39,8 +39,6 @@ from projections.replay import ReplayInProgress, replay
 
 log = logging.getLogger(__name__)
 
-# How long one wait for notifications lasts: the listener checks its stop flag this often.
-_LISTEN_SLICE: Final = 0.25
 # Server-side TCP keepalives for the runner's connections: if the host holding a runner lock
 # dies without closing its socket, the server drops the session (and the lock) in about 25 s
 # instead of the operating system's default of hours. Ignored over Unix sockets.
@@ -143,8 +141,8 @@ class CatchUpRunner:
         self.wake()
         if self._listener is None:
             return
-        # The listener only waits for notifications (no query, no transaction): cancelling
-        # it is safe, and spares the stop its wait for the end of the listening slice.
+        # The listener only waits for notifications (no query, no transaction): it is
+        # cancelled, not asked to stop.
         self._listener.cancel()
         self._listener = None
         _, unfinished = await asyncio.wait(self._tasks, timeout=self._stop_grace)
@@ -211,9 +209,9 @@ class CatchUpRunner:
                     backoff.reset()
                     # Whatever was notified while we were away is lost: look now.
                     self.wake()
-                    while not self._stopping.is_set():
-                        async for _ in conn.notifies(timeout=_LISTEN_SLICE):
-                            self.wake()
+                    # Until the connection fails, or stop() cancels this task.
+                    async for _ in conn.notifies():
+                        self.wake()
             except psycopg.Error as exc:
                 delay = backoff.next()
                 log.warning("runner listener: %s; reconnecting in %.1f s", _describe(exc), delay)
