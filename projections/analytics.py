@@ -120,12 +120,6 @@ MEASURES: Final = (
 )
 
 
-def _names(names: Sequence[str], alias: str | None = None) -> sql.Composable:
-    return sql.SQL(", ").join(
-        sql.Identifier(alias, name) if alias else sql.Identifier(name) for name in names
-    )
-
-
 _FACTS_TABLE: Final = sql.SQL(
     # hour: the hour the message is counted under, stored (see projections.metrics' day).
     "CREATE TABLE {facts} ({columns}, hour timestamptz NOT NULL)"
@@ -155,7 +149,9 @@ def _cube_table(table: str, key: Sequence[str]) -> sql.Composed:
 
 
 def _primary_key(table: str, key: Sequence[str]) -> sql.Composed:
-    return sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({})").format(sql.Identifier(table), _names(key))
+    return sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({})").format(
+        sql.Identifier(table), fold.identifiers(key)
+    )
 
 
 _ALERTS_TABLE: Final = sql.SQL(
@@ -292,24 +288,15 @@ def _cell(relation: str, sign: int | None = None) -> sql.Composable:
         "SELECT {key}, {sign} AS messages, {sign} * units AS units,"
         " {sign} * total_amount AS total_amount, {buckets} FROM ({dims} OFFSET 0) AS d"
     ).format(
-        key=_names(KEY),
+        key=fold.identifiers(KEY),
         sign=signed,
         buckets=sql.SQL(", ").join(buckets),
         dims=placed(relation, () if sign is not None else ("sign",)),
     )
 
 
-_FACTS_UPSERT: Final = sql.SQL(
-    "INSERT INTO {facts} AS cur ({columns}, hour)"
-    " SELECT {columns}, date_trunc('hour', f.first_event_at, %(analytics_zone)s)"
-    " FROM {folded} AS f"
-    " ON CONFLICT (message_uuid) DO UPDATE SET {merge}, hour = CASE WHEN"
-    " excluded.first_event_at < cur.first_event_at THEN excluded.hour ELSE cur.hour END"
-).format(
-    facts=sql.Identifier(FACTS),
-    columns=fold.column_list(COLUMNS),
-    folded=sql.Identifier(fold.FOLDED),
-    merge=fold.merge(COLUMNS, "cur"),
+_FACTS_UPSERT: Final = fold.facts_upsert(
+    FACTS, COLUMNS, "hour", sql.SQL("date_trunc('hour', f.first_event_at, %(analytics_zone)s)")
 )
 
 
@@ -350,14 +337,14 @@ def _write_back(name: str, delta: str, table: str, key: Sequence[str]) -> sql.Co
         deleted=sql.Identifier(f"{name}_deleted"),
         delta=sql.Identifier(delta),
         table=sql.Identifier(table),
-        key=_names(key),
+        key=fold.identifiers(key),
         counted=_stored_plus_delta(_COUNTED),
-        columns=_names((*key, *MEASURES)),
+        columns=fold.identifiers((*key, *MEASURES)),
         assign=sql.SQL(", ").join(
             sql.SQL("{0} = cells.{0}").format(sql.Identifier(name)) for name in MEASURES
         ),
-        c_key=_names(key, "c"),
-        cells_key=_names(key, "cells"),
+        c_key=fold.identifiers(key, "c"),
+        cells_key=fold.identifiers(key, "cells"),
     )
 
 
@@ -372,7 +359,9 @@ def _by_day(relation: sql.Composable) -> sql.Composable:
     return sql.SQL(
         "SELECT date_trunc('day', hour, %(analytics_zone)s) AS day, {rest}, {sums}"
         " FROM {relation} AS hours GROUP BY 1, {rest} HAVING {changed}"
-    ).format(rest=_names(KEY[1:]), sums=_sums(MEASURES), relation=relation, changed=_changed())
+    ).format(
+        rest=fold.identifiers(KEY[1:]), sums=_sums(MEASURES), relation=relation, changed=_changed()
+    )
 
 
 # As projections.metrics' apply: the touched messages' old and new cells netted per cell,
@@ -393,7 +382,7 @@ def _apply() -> sql.Composable:
         facts=sql.Identifier(FACTS),
         folded=sql.Identifier(fold.FOLDED),
         facts_upsert=_FACTS_UPSERT,
-        key=_names(KEY),
+        key=fold.identifiers(KEY),
         sums=_sums(MEASURES),
         changes=_cell("analytics_changes"),
         changed=_changed(),
@@ -416,9 +405,9 @@ def _cube(table: str, key: Sequence[str], period: sql.Composable) -> sql.Compose
         " FROM ({cells}) AS cells GROUP BY 1, {dims}"
     ).format(
         table=sql.Identifier(table),
-        columns=_names((*key, *MEASURES)),
+        columns=fold.identifiers((*key, *MEASURES)),
         period=period,
-        dims=_names(key[1:]),
+        dims=fold.identifiers(key[1:]),
         buckets=sql.SQL(", ").join(
             sql.SQL("sum({})").format(sql.Identifier(name)) for name in MEASURES[3:]
         ),

@@ -14,6 +14,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from projections import fold
 from projections.analytics import (
     COUNTS,
     DAYS,
@@ -153,7 +154,7 @@ def _cells(query: BreakdownQuery, params: dict[str, Any], *, hourly: bool) -> sq
     if days is None:
         return sql.SQL("SELECT * FROM {} WHERE {}").format(sql.Identifier(COUNTS), hours)
     params["first_day"], params["last_day"] = days
-    columns = sql.SQL(", ").join(sql.Identifier(name) for name in (*KEY[1:], *MEASURES))
+    columns = fold.identifiers((*KEY[1:], *MEASURES))
     return sql.SQL(
         "SELECT {columns} FROM {hourly} WHERE {hours} AND hour < %(first_day)s"
         " UNION ALL SELECT {columns} FROM {daily}"
@@ -196,7 +197,7 @@ def _statement(query: BreakdownQuery) -> tuple[sql.Composed, dict[str, Any]]:
     (the latency histograms) read from the days. Otherwise the groups come from the days,
     and the total is their sum (a handful of rows), so that each cell is aggregated once.
     """
-    dims = sql.SQL(", ").join(sql.Identifier(d) for d in query.by)
+    dims = fold.identifiers(query.by)
     params: dict[str, Any] = {
         "first_hour": _first_hour(query),
         "end": query.end,
@@ -222,7 +223,7 @@ def _statement(query: BreakdownQuery) -> tuple[sql.Composed, dict[str, Any]]:
             )
             for d in query.by
         ),
-        "names": sql.SQL(", ").join(sql.Identifier(m) for m in names),
+        "names": fold.identifiers(names),
     }
     if "hour" in query.by:
         statement = sql.SQL(

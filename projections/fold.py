@@ -408,8 +408,36 @@ def merge(columns: Sequence[Column], current: str) -> sql.Composable:
 
 def column_list(columns: Sequence[Column]) -> sql.Composable:
     """``message_uuid, <columns>``, the insert list matching :func:`fold`."""
+    return identifiers(("message_uuid", *(c.name for c in columns)))
+
+
+def identifiers(names: Sequence[str], alias: str | None = None) -> sql.Composable:
+    """``a, b, …`` (``alias.a, alias.b, …`` with ``alias``): columns named in a statement."""
     return sql.SQL(", ").join(
-        [sql.Identifier("message_uuid"), *(sql.Identifier(c.name) for c in columns)]
+        sql.Identifier(alias, name) if alias else sql.Identifier(name) for name in names
+    )
+
+
+def facts_upsert(
+    table: str, columns: Sequence[Column], period: str, period_value: sql.Composable
+) -> sql.Composed:
+    """The batch's fold merged into the per-message ``table`` of ``columns``, with the
+    ``period`` a message is counted under (its day or hour), ``period_value`` computed from
+    the fold's row ``f``. The period follows the first event time: it changes only when the
+    batch brings an earlier first event."""
+    return sql.SQL(
+        "INSERT INTO {table} AS cur ({columns}, {period})"
+        " SELECT {columns}, {value} FROM {folded} AS f"
+        " ON CONFLICT (message_uuid) DO UPDATE SET {merge}, {period} = CASE WHEN"
+        " excluded.first_event_at < cur.first_event_at THEN excluded.{period}"
+        " ELSE cur.{period} END"
+    ).format(
+        table=sql.Identifier(table),
+        columns=column_list(columns),
+        period=sql.Identifier(period),
+        value=period_value,
+        folded=sql.Identifier(FOLDED),
+        merge=merge(columns, "cur"),
     )
 
 

@@ -88,24 +88,9 @@ _CUBE_KEY = ("day", "status", "error_code", "latency_bucket")
 _CUBE_COLUMNS = (*_CUBE_KEY, "messages", "units", "total_amount")
 
 
-def _names(names: Sequence[str], alias: str | None = None) -> sql.Composable:
-    return sql.SQL(", ").join(
-        sql.Identifier(alias, name) if alias else sql.Identifier(name) for name in names
-    )
-
-
-# The batch's facts merged into the stored ones. The day follows the first event time: it
-# changes only when the batch brings an earlier first event.
-_FACTS_UPSERT: Final = sql.SQL(
-    "INSERT INTO {facts} AS cur ({columns}, day)"
-    " SELECT {columns}, (f.first_event_at AT TIME ZONE %(metrics_zone)s)::date FROM {folded} AS f"
-    " ON CONFLICT (message_uuid) DO UPDATE SET {merge}, day = CASE WHEN"
-    " excluded.first_event_at < cur.first_event_at THEN excluded.day ELSE cur.day END"
-).format(
-    facts=sql.Identifier(FACTS),
-    columns=fold.column_list(COLUMNS),
-    folded=sql.Identifier(fold.FOLDED),
-    merge=fold.merge(COLUMNS, "cur"),
+# The batch's facts merged into the stored ones, by the day of the first event.
+_FACTS_UPSERT: Final = fold.facts_upsert(
+    FACTS, COLUMNS, "day", sql.SQL("(f.first_event_at AT TIME ZONE %(metrics_zone)s)::date")
 )
 
 # Sums keep the largest scale they have seen (0.0025 - 0.0025 = 0.0000), so cube amounts are
@@ -140,10 +125,10 @@ _APPLY: Final = sql.SQL(
     removed=_cell("metrics_old", -1),
     added=_cell("metrics_saved", 1),
     counts=sql.Identifier(COUNTS),
-    key=_names(_CUBE_KEY),
-    columns=_names(_CUBE_COLUMNS),
-    c_key=_names(_CUBE_KEY, "c"),
-    cells_key=_names(_CUBE_KEY, "cells"),
+    key=fold.identifiers(_CUBE_KEY),
+    columns=fold.identifiers(_CUBE_COLUMNS),
+    c_key=fold.identifiers(_CUBE_KEY, "c"),
+    cells_key=fold.identifiers(_CUBE_KEY, "cells"),
 )
 _BUILD: Final = sql.SQL("metrics_facts AS ({})").format(_FACTS_UPSERT)
 # The cube from the facts, once: a GROUP BY over every message instead of a delta per chunk.
@@ -152,8 +137,8 @@ _CUBE: Final = sql.SQL(
     " trim_scale(sum(total_amount)) FROM ({cells}) AS cells GROUP BY {key}"
 ).format(
     counts=sql.Identifier(COUNTS),
-    columns=_names(_CUBE_COLUMNS),
-    key=_names(_CUBE_KEY),
+    columns=fold.identifiers(_CUBE_COLUMNS),
+    key=fold.identifiers(_CUBE_KEY),
     cells=_cell(FACTS, 1),
 )
 
