@@ -14,7 +14,7 @@ its own client and so its own keep-alive connection, and the event loop never bl
 
 **What its errors mean.** The SDK raises an exception per HTTP status family, without the
 status; a response hook keeps the status, and :class:`PlivoFailure` says whether the request
-itself was wrong (``client_error``: Plivo answered 400, 404, 405, 409 or 422, or the SDK
+itself was wrong (kind ``invalid_request``: Plivo answered 400, 404, 405, 409 or 422, or the SDK
 refused the arguments before sending) or Plivo failed, refused our credentials, or did not
 answer in time.
 """
@@ -33,7 +33,6 @@ import plivo.exceptions
 import plivo.rest.client
 import requests
 
-PRODUCTION_API_URL: Final = "https://api.plivo.com"
 _ACCOUNT_PATH: Final = "v1/Account"
 _CLIENT_ERRORS: Final = frozenset({400, 404, 405, 409, 422})
 
@@ -57,11 +56,6 @@ class PlivoFailure(Exception):
         self.kind = kind
         self.detail = detail
         self.http_status = http_status
-
-    @property
-    def client_error(self) -> bool:
-        """Plivo (or the SDK, before sending) says the request itself was wrong."""
-        return self.kind == "invalid_request"
 
 
 class Submission(msgspec.Struct, frozen=True):
