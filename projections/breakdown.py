@@ -228,7 +228,10 @@ def _statement(query: BreakdownQuery) -> tuple[sql.Composed, dict[str, Any]]:
     if "hour" in query.by:
         statement = sql.SQL(
             "WITH breakdown_ranked AS (SELECT {dims} FROM ({hours}) AS cells WHERE {where}"
-            "  GROUP BY {dims} ORDER BY sum(messages) DESC, {dims} LIMIT %(limit)s),"
+            # Summed as integer (an hour's cell holds far fewer than 2^31 messages): its
+            # running sum is a plain bigint, where a bigint's is allocated per group, and
+            # the groups are tens of thousands (136 ms instead of 170 by all four).
+            "  GROUP BY {dims} ORDER BY sum(messages::integer) DESC, {dims} LIMIT %(limit)s),"
             " breakdown_groups AS (SELECT {dims}, {measures} FROM ({hours}) AS cells"
             # The hours first, so that the ranked groups' cells are read by the key's index.
             "  WHERE {where} AND hour = ANY(ARRAY(SELECT DISTINCT hour FROM breakdown_ranked))"
