@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -21,7 +22,7 @@ from api.breakdown import metrics_breakdown
 from api.callbacks import receive_status
 from api.dashboard import dashboard
 from api.error_codes import error_codes
-from api.feed_hub import FeedHub
+from api.feed_hub import END_STREAMS_SIGNAL, FeedHub
 from api.messages import MessageController
 from api.openapi import openapi_config, static_assets
 from api.ops import health, metrics, ready
@@ -110,6 +111,10 @@ def create_app(
             reaper.start()
         feed = FeedHub(pool, database_url, buffer=settings.stream_buffer, render=wire)
         await feed.start()
+        if serving_port is not None:
+            # A server worker drains before it stops, and an open stream never ends by
+            # itself: ledger serve signals this as it begins to stop (api/serve.py).
+            asyncio.get_running_loop().add_signal_handler(END_STREAMS_SIGNAL, feed.end_streams)
         plivo = plivo_api_for(settings)
         app.state.services = Services(
             settings, pool, ops_pool, committer, tokens, feed, settings.send_tokens, plivo
@@ -124,6 +129,8 @@ def create_app(
         finally:
             if reaper is not None:
                 reaper.stop()
+            if serving_port is not None:
+                asyncio.get_running_loop().remove_signal_handler(END_STREAMS_SIGNAL)
             await feed.stop()
             # In-flight appends finish before the pools go: every 200 was a commit.
             await committer.close()

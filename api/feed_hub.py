@@ -13,7 +13,9 @@ older transaction to end); otherwise each empty read doubles the interval up to
 Each event is rendered once (the stream's wire form), however many subscribers get it.
 Each subscriber's buffer is bounded: one that falls :attr:`FeedHub.buffer` events behind is
 dropped (:attr:`Subscriber.dropped`), never buffered without bound; the stream then tells
-its client to reconnect with ``Last-Event-ID``, which resumes from the ledger itself.
+its client to reconnect with ``Last-Event-ID``, which resumes from the ledger itself. When
+the server stops, :meth:`FeedHub.end_streams` ends every stream the same way, so that the
+HTTP worker can drain (a stream never ends by itself).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -48,6 +51,9 @@ PAGE: Final = 1000
 #: cancelled (a client that reads nothing at all never lets the farewell through).
 DROP_GRACE: Final = 5.0
 _RECONNECT_DELAY: Final = 1.0
+#: What ``ledger serve`` sends its HTTP workers as it begins to stop: each ends its streams
+#: (:meth:`FeedHub.end_streams`) so that it drains at once.
+END_STREAMS_SIGNAL: Final = signal.SIGUSR2
 
 
 class Rendered(msgspec.Struct, frozen=True):
@@ -71,6 +77,8 @@ class Subscriber:
         self._pending: list[Rendered] = []
         #: Set once the hub has dropped this subscriber for falling behind.
         self.dropped = False
+        #: Set once the server is stopping: the stream sends what it holds, then ends.
+        self.ended = False
         self._cutoff: asyncio.TimerHandle | None = None
         self._changed = asyncio.Event()
         self.joined: asyncio.Future[Checkpoint] = asyncio.get_running_loop().create_future()
@@ -94,6 +102,11 @@ class Subscriber:
         if self._task is not None:
             self._cutoff = asyncio.get_running_loop().call_later(DROP_GRACE, self._task.cancel)
 
+    def end(self) -> None:
+        """The server is stopping: :meth:`take` returns what is buffered, then nothing."""
+        self.ended = True
+        self._changed.set()
+
     def close(self) -> None:
         """The stream ended by itself: no cut-off needed."""
         if self._cutoff is not None:
@@ -101,11 +114,13 @@ class Subscriber:
 
     async def take(self, within: float) -> list[Rendered]:
         """Every buffered event, waiting up to ``within`` seconds for one; empty if none
-        came or the subscriber was dropped (see :attr:`dropped`)."""
+        came or the subscriber was dropped or ended (see :attr:`dropped`, :attr:`ended`)."""
         while not self.dropped:
             if self._pending:
                 taken, self._pending = self._pending, []
                 return taken
+            if self.ended:
+                return []
             self._changed.clear()
             try:
                 await asyncio.wait_for(self._changed.wait(), within)
@@ -136,6 +151,7 @@ class FeedHub:
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._listener: asyncio.Task[None] | None = None
+        self._ending = False
 
     @property
     def subscribers(self) -> int:
@@ -160,6 +176,13 @@ class FeedHub:
         for subscriber in [*self._subscribers, *self._joining]:
             subscriber.drop()
 
+    def end_streams(self) -> None:
+        """The server is stopping: every stream ends now, and one that joins later ends as
+        soon as it has caught up; its client resumes elsewhere with ``Last-Event-ID``."""
+        self._ending = True
+        for subscriber in [*self._subscribers, *self._joining]:
+            subscriber.end()
+
     async def join(self, subscriber: Subscriber) -> Checkpoint:
         """Start feeding ``subscriber``; the hub's place at that moment.
 
@@ -167,6 +190,8 @@ class FeedHub:
         subscriber's buffer (until it is dropped). The place is itself settled, so a reader
         that reads the ledger up to the fence after this returns misses nothing in between.
         """
+        if self._ending:
+            subscriber.end()
         self._joining.append(subscriber)
         self._wakeup.set()
         return await subscriber.joined

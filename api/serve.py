@@ -4,12 +4,14 @@ projector process beside them.
 The HTTP workers only answer requests; the projector process (:mod:`api.projector_process`)
 keeps the views current and runs the scheduled jobs and the sealer. Granian respawns an HTTP
 worker that dies; :class:`api.supervisor.Supervisor` restarts the projector process. On
-SIGTERM or SIGINT the workers drain their in-flight requests and the projector finishes its
-current batch, in parallel, and nothing of the server outlives it.
+SIGTERM or SIGINT the workers end their live-feed streams and drain their in-flight requests
+(for at most :data:`WORKER_STOP_SECONDS`), the projector finishes its current batch, in
+parallel, and nothing of the server outlives it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import multiprocessing
 import os
@@ -23,12 +25,17 @@ from granian.constants import Interfaces
 from granian.http import HTTP1Settings
 from granian.server.mp import MPServer
 
+from api.feed_hub import END_STREAMS_SIGNAL
 from api.supervisor import Supervisor
 from ledger.settings import Settings
 
 #: How long a stopping projector may take to finish its batch before it is killed. Its own
 #: runner cancels a batch still running after 5 s, so this is only ever reached if it hangs.
 PROJECTOR_STOP_SECONDS = 30.0
+#: How long a stopping HTTP worker may drain its in-flight requests before it is killed.
+#: Granian would otherwise wait for ever on a client that keeps a response open. A request
+#: cut short was never answered 200, so Plivo retries it.
+WORKER_STOP_SECONDS = 10
 
 
 class PortUnavailable(Exception):
@@ -79,6 +86,12 @@ class SupervisingServer(MPServer):
     def signal_handler_interrupt(self, *args: Any, **kwargs: Any) -> None:
         for supervisor in self.supervised:
             supervisor.stop()
+        # Granian's workers are this process's only multiprocessing children; each ends its
+        # streams before granian asks it to drain.
+        for worker in multiprocessing.active_children():
+            if worker.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker.pid, END_STREAMS_SIGNAL)
         super().signal_handler_interrupt(*args, **kwargs)  # type: ignore[no-untyped-call]
 
 
@@ -104,6 +117,7 @@ def asgi_server(
         # A worker that dies (a crash, the OOM killer, kill -9) is replaced; one that keeps
         # dying within seconds of its start stops the server instead (granian's crash loop).
         respawn_failed_workers=True,
+        workers_kill_timeout=WORKER_STOP_SECONDS,
     )
 
 

@@ -40,6 +40,11 @@ KEEPALIVE_SECONDS: Final = 15.0
 #: What a browser's EventSource waits before reconnecting (ms).
 RETRY_MS: Final = 2000
 _EVENT_ID = re.compile(r"(\d{1,20})-(\d{1,20})")
+#: The last message of a stream the server ended because it is stopping. Browsers'
+#: EventSource reconnects by itself, with Last-Event-ID.
+_STOPPING: Final = ServerSentEventMessage(
+    data=None, comment="server stopping: reconnect with Last-Event-ID to resume"
+)
 
 
 class StreamEvent(msgspec.Struct, frozen=True, kw_only=True):
@@ -148,6 +153,9 @@ async def _follow(
             if fresh:
                 after = fresh[-1].event.checkpoint
                 yield _messages([rendered.wire for rendered in fresh])
+            elif subscriber.ended:
+                yield _STOPPING
+                return
             elif not taken:
                 yield ServerSentEventMessage(data=None, comment="keepalive")
     finally:

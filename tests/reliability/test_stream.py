@@ -123,6 +123,14 @@ class Stream:
             value = value.removeprefix(" ")
             fields[key] = f"{fields[key]}\n{value}" if key == "data" and key in fields else value
 
+    async def remainder(self) -> list[str]:
+        """The non-empty lines the server sends from here until it ends the stream."""
+
+        async def read() -> list[str]:
+            return [line async for line in self._lines if line]
+
+        return await asyncio.wait_for(read(), READ_TIMEOUT)
+
     async def take(self, count: int) -> list[Message]:
         """The next ``count`` ledger events (fails if they do not come in time)."""
         taken: list[Message] = []
@@ -267,6 +275,18 @@ async def test_resume_works_across_a_restart_of_the_server(
     async with opened(server, headers={"Last-Event-ID": before[-1].id or ""}) as response:
         after = await response.take(450)
     assert ids(before) + ids(after) == await fence_order(database_url)
+
+
+async def test_a_stopping_server_ends_open_streams_so_its_workers_stop_without_a_kill(
+    servers: ServerFleet, module_databases: Callable[[], str]
+) -> None:
+    server = servers.create(module_databases(), name="stream-stop")
+    async with opened(server) as stream:
+        stopping = asyncio.create_task(asyncio.to_thread(server.stop))
+        farewell = await stream.remainder()
+        assert await stopping == 0
+    assert farewell[-1] == ": server stopping: reconnect with Last-Event-ID to resume"
+    assert "refused to gracefully stop" not in server.stderr_tail()
 
 
 def _read_until_end(sock: socket.socket, within: float) -> tuple[bytes, bool]:
