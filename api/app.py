@@ -113,7 +113,8 @@ def create_app(
         await feed.start()
         if serving_port is not None:
             # A server worker drains before it stops, and an open stream never ends by
-            # itself: ledger serve signals this as it begins to stop (api/serve.py).
+            # itself: ledger serve signals this as it begins to stop (api/serve.py). Left
+            # in place to the end: without it, the signal's default action kills.
             asyncio.get_running_loop().add_signal_handler(END_STREAMS_SIGNAL, feed.end_streams)
         plivo = plivo_api_for(settings)
         app.state.services = Services(
@@ -129,8 +130,6 @@ def create_app(
         finally:
             if reaper is not None:
                 reaper.stop()
-            if serving_port is not None:
-                asyncio.get_running_loop().remove_signal_handler(END_STREAMS_SIGNAL)
             await feed.stop()
             # In-flight appends finish before the pools go: every 200 was a commit.
             await committer.close()

@@ -87,11 +87,14 @@ class SupervisingServer(MPServer):
         for supervisor in self.supervised:
             supervisor.stop()
         # Granian's workers are this process's only multiprocessing children; each ends its
-        # streams before granian asks it to drain.
-        for worker in multiprocessing.active_children():
-            if worker.pid is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(worker.pid, END_STREAMS_SIGNAL)
+        # streams before granian asks it to drain (granian's main loop waits for this
+        # handler to return). Only on the first signal: a worker past its lifespan no
+        # longer handles END_STREAMS_SIGNAL, whose default action would kill it.
+        if not self.interrupt_signal:
+            for worker in multiprocessing.active_children():
+                if worker.pid is not None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(worker.pid, END_STREAMS_SIGNAL)
         super().signal_handler_interrupt(*args, **kwargs)  # type: ignore[no-untyped-call]
 
 
