@@ -59,6 +59,19 @@ async def pending_migrations(conn: psycopg.AsyncConnection[Any]) -> list[Migrati
     return [migration for migration in _shipped_migrations() if migration.version not in done]
 
 
+async def unknown_migrations(conn: psycopg.AsyncConnection[Any]) -> list[str]:
+    """Migrations applied to this database that this code does not ship (``003_runner``
+    form): a newer release migrated it, and this one is running against a schema it does
+    not know (a rolled-back deploy)."""
+    shipped = {migration.version for migration in _shipped_migrations()}
+    if not await applied_versions(conn):
+        return []
+    rows = await (
+        await conn.execute("SELECT version, name FROM schema_migrations ORDER BY version")
+    ).fetchall()
+    return [f"{version:03d}_{name}" for version, name in rows if version not in shipped]
+
+
 async def migrate(conn: psycopg.AsyncConnection[Any]) -> list[Migration]:
     """Apply pending migrations, each in its own transaction; return those applied.
 

@@ -16,6 +16,7 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from api.simulate import lifecycle, sign
+from ledger.database import connect
 from ledger.migrate import available_migrations
 from tests.conftest import CALLBACK_URL, PLIVO_TOKEN, run_ledger, wait_for_views
 
@@ -215,6 +216,18 @@ def test_the_token_generated_once_is_kept_private_and_shown_again(
 def test_migrate_reports_an_up_to_date_database(database_url: str, tmp_path: Path) -> None:
     result = ledger("migrate", database_url=database_url, data_dir=tmp_path)
     assert (result.returncode, result.stdout.strip()) == (0, "database is up to date")
+
+
+async def test_migrate_warns_of_migrations_a_newer_release_applied(
+    database_url: str, tmp_path: Path
+) -> None:
+    async with connect(database_url) as conn:
+        await conn.execute(
+            "INSERT INTO schema_migrations (version, name) VALUES (999, 'from_the_future')"
+        )
+    result = ledger("migrate", database_url=database_url, data_dir=tmp_path)
+    assert (result.returncode, result.stdout.strip()) == (0, "database is up to date")
+    assert "does not ship (999_from_the_future): a newer release migrated it" in result.stderr
 
 
 def test_migrate_names_what_it_applied_once(empty_database_url: str, tmp_path: Path) -> None:

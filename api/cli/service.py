@@ -13,6 +13,7 @@ from api.cli.common import CommandError, databases, pass_settings
 from api.logs import configure_logging
 from ledger.database import DatabaseUrls, connect, redact
 from ledger.migrate import migrate as apply_migrations
+from ledger.migrate import unknown_migrations
 from ledger.roles import admit_service_login, service_privileges, user_of
 from ledger.settings import Settings, require_callback_auth, require_coherent_sending
 from ledger.tokens import ensure_api_tokens, token_path
@@ -25,6 +26,13 @@ async def _migrate(urls: DatabaseUrls) -> list[str]:
     role (see :mod:`ledger.roles`)."""
     async with connect(urls.owner) as conn:
         applied = [f"{m.version:03d}_{m.name}" for m in await apply_migrations(conn)]
+        if unknown := await unknown_migrations(conn):
+            # A warning, not a refusal: a rolled-back deploy must be able to start.
+            log.warning(
+                "the database has migrations this release does not ship (%s): a newer "
+                "release migrated it; run that release or a newer one as soon as you can",
+                ", ".join(unknown),
+            )
         if (login := user_of(urls.service)) is not None:
             await admit_service_login(conn, login)
     return applied
