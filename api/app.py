@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Final
 
 import psycopg
 from litestar import Litestar, Request, Response
@@ -58,6 +58,16 @@ def _too_large(request: Request[Any, Any, Any], exc: RequestEntityTooLarge) -> R
     return problem_from_http_exception(request, exc)
 
 
+#: Connections for ``/ready`` and ``/metrics``, apart from the ingest and read pools.
+OPS_POOL_SIZE: Final = 2
+
+
+def http_worker_connections(settings: Settings) -> int:
+    """The most database connections one HTTP worker opens: its ingest, read and ops pools
+    full, and the live feed's listener."""
+    return settings.append_flushers + settings.pool_size + OPS_POOL_SIZE + 1
+
+
 def create_app(
     settings: Settings,
     database_url: str,
@@ -89,7 +99,12 @@ def create_app(
         )
         pool = create_pool(database_url, size=settings.pool_size, name="reads")
         ops_pool = create_pool(
-            database_url, size=2, name="ops", statement_timeout=2.0, timeout=1.0, check=True
+            database_url,
+            size=OPS_POOL_SIZE,
+            name="ops",
+            statement_timeout=2.0,
+            timeout=1.0,
+            check=True,
         )
         for opening in (ingest_pool, pool, ops_pool):
             await opening.open(wait=False)

@@ -8,7 +8,7 @@ import logging
 import signal
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from typing import Any
+from typing import Any, Final
 
 from psycopg_pool import AsyncConnectionPool
 
@@ -19,6 +19,7 @@ from ledger.settings import Settings
 from ledger.system_events import system_key
 from projections.alerts import AlertRule, AlertWebhook
 from projections.registry import build_projectors
+from projections.replay import DEFAULT_JOBS
 from projections.runner import CatchUpRunner
 from projections.scheduler import ScheduledJobs
 from projections.sealer import HeadPublisher, Sealer
@@ -39,6 +40,17 @@ def send_settings(settings: Settings) -> SendSettings:
 
 
 log = logging.getLogger(__name__)
+
+#: Connections of ``ledger worker``'s (and the projector process's) pool, for the jobs.
+WORKER_POOL_SIZE: Final = 4
+
+
+def background_connections(settings: Settings) -> int:
+    """The most database connections a ``ledger worker`` (or ``ledger serve``'s projector
+    process) opens: its pool full, the runner's listener, per view its own connection and,
+    while it rebuilds, the rebuild's (:data:`~projections.replay.DEFAULT_JOBS`), and the
+    sealer's."""
+    return WORKER_POOL_SIZE + 1 + len(build_projectors(settings)) * (1 + DEFAULT_JOBS) + 1
 
 
 @contextlib.asynccontextmanager
@@ -104,7 +116,7 @@ async def _work_until_signalled(settings: Settings, database_url: str) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    pool = create_pool(database_url, size=4, name="worker")
+    pool = create_pool(database_url, size=WORKER_POOL_SIZE, name="worker")
     await pool.open(wait=False)
     try:
         async with background_work(settings, database_url, pool):

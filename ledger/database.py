@@ -160,3 +160,16 @@ async def connect(url: str, **kwargs: Any) -> AsyncIterator[psycopg.AsyncConnect
         with_options(url), autocommit=True, **kwargs
     ) as conn:
         yield conn
+
+
+async def connections_accepted(conn: psycopg.AsyncConnection[Any]) -> int:
+    """How many connections the server accepts from roles that are not superusers:
+    ``max_connections`` less the reserved ones (``reserved_connections`` from PostgreSQL 16)."""
+    cursor = await conn.execute(
+        "SELECT current_setting('max_connections')::int"
+        " - current_setting('superuser_reserved_connections')::int"
+        " - coalesce(current_setting('reserved_connections', true)::int, 0)"
+    )
+    row = await cursor.fetchone()
+    assert row is not None
+    return int(row[0])

@@ -11,7 +11,7 @@ import rich_click as click
 
 from api.cli.common import CommandError, databases, pass_settings
 from api.logs import configure_logging
-from ledger.database import DatabaseUrls, connect, redact
+from ledger.database import DatabaseUrls, connect, connections_accepted, redact
 from ledger.migrate import migrate as apply_migrations
 from ledger.migrate import unknown_migrations
 from ledger.roles import admit_service_login, service_privileges, user_of
@@ -38,11 +38,23 @@ async def _migrate(urls: DatabaseUrls) -> list[str]:
     return applied
 
 
-async def _prepare(urls: DatabaseUrls) -> list[str]:
-    """Migrate, then warn when the service itself could rewrite history."""
+async def _prepare(urls: DatabaseUrls, connections: int, layout: str) -> list[str]:
+    """Migrate, then warn when the service itself could rewrite history, or when its
+    ``connections`` (those of ``layout``, in words) could be more than the server accepts."""
     applied = await _migrate(urls)
     async with connect(urls.service) as conn:
         privileges = await service_privileges(conn)
+        accepted = await connections_accepted(conn)
+    if connections > accepted:
+        # A warning: pools only grow under load, and other clients share the server.
+        log.warning(
+            "%s may open up to %d database connections, but the server accepts %d "
+            "(max_connections less the reserved ones): under load some requests would fail; "
+            "lower LEDGER_WORKERS or LEDGER_POOL_SIZE, or raise max_connections",
+            layout,
+            connections,
+            accepted,
+        )
     if privileges.can_alter_history:
         log.warning(
             "the service connects as %s, which owns the ledger or is a superuser: it could "
@@ -96,6 +108,8 @@ def serve(settings: Settings, *, host: str | None, port: int | None, workers: in
     LEDGER_PUBLIC_URL=https://ledger.example.com ledger serve --host 0.0.0.0
     ```
     """
+    from api.app import http_worker_connections
+    from api.background import background_connections
     from api.serve import PortUnavailable, ensure_port_free
     from api.serve import serve as serve_forever
 
@@ -113,8 +127,15 @@ def serve(settings: Settings, *, host: str | None, port: int | None, workers: in
     except PortUnavailable as error:
         raise CommandError(str(error)) from None
     tokens, created = ensure_api_tokens(settings)
+    per_worker, projector = http_worker_connections(settings), background_connections(settings)
+    layout = (
+        f"ledger serve ({settings.workers} HTTP worker{'s' * (settings.workers > 1)}"
+        f" x {per_worker}, and {projector} for the projector process)"
+    )
+    connections = settings.workers * per_worker + projector
     with databases(settings, create=True) as urls:
-        _announce_database(settings, urls.service, asyncio.run(_prepare(urls)))
+        applied = asyncio.run(_prepare(urls, connections, layout))
+        _announce_database(settings, urls.service, applied)
         if created:
             _say(f"generated read-API token {tokens[0]} (stored in {token_path(settings)})")
         if settings.skip_signatures:
@@ -142,12 +163,14 @@ def worker(settings: Settings) -> None:
     DATABASE_URL=postgresql://ledger@db/ledger ledger worker
     ```
     """
-    from api.background import run_worker
+    from api.background import background_connections, run_worker
 
     configure_logging(settings.log_level)
     require_coherent_sending(settings)
+    connections = background_connections(settings)
     with databases(settings, create=True) as urls:
-        _announce_database(settings, urls.service, asyncio.run(_prepare(urls)))
+        applied = asyncio.run(_prepare(urls, connections, "ledger worker"))
+        _announce_database(settings, urls.service, applied)
         _say("worker running the projectors and scheduled jobs")
         run_worker(settings, urls.service)
 

@@ -1,5 +1,6 @@
 """Ways an operator could run the service wrongly by accident, each made loud: a second server
-on a taken port, and ``kill -TERM`` of ``python3 dev.py serve``."""
+on a taken port, pools that could outgrow the database server's connections, and
+``kill -TERM`` of ``python3 dev.py serve``."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ledger.database import connect, connections_accepted
 from tests.reliability.conftest import (
     SERVER_READY_SECONDS,
     ServerFleet,
@@ -71,6 +73,29 @@ def test_a_port_held_by_another_program_refuses_to_start(
         port = other_program.getsockname()[1]
         code, stderr = serve_on(port, env=server.environment(), cwd=tmp_path)
     assert (code, stderr.splitlines()) == (2, taken_port_message(port))
+
+
+async def test_serve_warns_when_its_pools_could_outgrow_the_servers_connections(
+    servers: ServerFleet, database_url: str
+) -> None:
+    async with connect(database_url) as conn:
+        accepted = await connections_accepted(conn)
+    # One worker whose read pool alone could take every connection the server accepts: it
+    # still starts (pools only grow under load), and says so.
+    server = servers.create(
+        database_url, name="many-connections", env={"LEDGER_POOL_SIZE": str(accepted)}
+    )
+    warnings = [
+        line
+        for line in server.stderr_path.read_text().splitlines()
+        if "database connections" in line
+    ]
+    assert len(warnings) == 1, warnings
+    assert f"x {accepted + 5}, and " in warnings[0]
+    assert f"but the server accepts {accepted} " in warnings[0]
+    assert warnings[0].endswith(
+        "lower LEDGER_WORKERS or LEDGER_POOL_SIZE, or raise max_connections"
+    )
 
 
 async def test_sigterm_to_dev_py_serve_stops_the_server_and_leaves_no_orphan(
