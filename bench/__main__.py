@@ -45,6 +45,7 @@ BENCHMARKS = (
     "growth",
     "send",
     "breakdown",
+    "dashboard",
     "sweep",
 )
 DEFAULT = tuple(name for name in BENCHMARKS if name != "sweep")
@@ -192,6 +193,10 @@ def _runner(name: str) -> Callable[[Options], list[Section]]:
         from bench import breakdown
 
         return lambda opts: [breakdown.run(opts)]
+    if name == "dashboard":
+        from bench import dashboard
+
+        return lambda opts: [dashboard.run(opts)]
     raise KeyError(name)
 
 

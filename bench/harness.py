@@ -24,11 +24,14 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psutil  # type: ignore[import-untyped]  # no stubs installed
 import psycopg
+
+if TYPE_CHECKING:
+    from selenium.webdriver.remote.webdriver import WebDriver
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -657,6 +660,26 @@ def _embedded_version() -> str:
     except ImportError:
         return "not installed"
     return _first_line([str(POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION] / "postgres"), "-V"])
+
+
+def headless_chromium(chromium: str, chromedriver: str) -> WebDriver:
+    """A new headless Chromium (its own fresh profile), driven through ``chromedriver``:
+    Debian's ``chromium`` and ``chromium-driver``, nothing downloaded. The dashboard's
+    benchmark and its browser test both use it."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",  # root on a CI machine
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1400,1900",
+    ):
+        options.add_argument(argument)
+    return webdriver.Chrome(service=Service(chromedriver), options=options)
 
 
 def require_tool(name: str, hint: str) -> str:
