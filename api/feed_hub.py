@@ -176,6 +176,11 @@ class FeedHub:
         for subscriber in [*self._subscribers, *self._joining]:
             subscriber.drop()
 
+    @property
+    def ending(self) -> bool:
+        """Whether the server is stopping (:meth:`end_streams` was called)."""
+        return self._ending
+
     def end_streams(self) -> None:
         """The server is stopping: every stream ends now, and one that joins later ends as
         soon as it has caught up; its client resumes elsewhere with ``Last-Event-ID``."""

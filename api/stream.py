@@ -132,7 +132,7 @@ async def _follow(
             yield opening
             # Most of the history first, outside the hub, so a long catch-up cannot overflow
             # the subscriber's buffer.
-            async for page in _catch_up(svc, only, after):
+            async for page in _catch_up(svc, hub, only, after):
                 after = page[-1].checkpoint
                 yield _messages([wire(event) for event in page])
         joined = await hub.join(subscriber)
@@ -140,7 +140,7 @@ async def _follow(
             # Sent once joined: a client that starts "from now" knows when now was.
             yield opening
             after = joined
-        async for page in _catch_up(svc, only, after):
+        async for page in _catch_up(svc, hub, only, after):
             after = page[-1].checkpoint
             yield _messages([wire(event) for event in page])
         while True:
@@ -163,10 +163,11 @@ async def _follow(
 
 
 async def _catch_up(
-    svc: Services, only: FeedFilter, after: Checkpoint
+    svc: Services, hub: FeedHub, only: FeedFilter, after: Checkpoint
 ) -> AsyncIterator[list[FeedEvent]]:
-    """Every settled event after ``after`` that passes ``only``, up to the fence, by pages."""
-    while True:
+    """Every settled event after ``after`` that passes ``only``, up to the fence, by pages;
+    no more once the server is stopping (the stream then ends, and its client resumes)."""
+    while not hub.ending:
         async with svc.pool.connection() as conn:
             page = await read_feed(conn, after, CATCH_UP_PAGE, only)
         if page:

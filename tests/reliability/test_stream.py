@@ -13,7 +13,7 @@ import contextlib
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from uuid import UUID, uuid4
 
@@ -289,6 +289,48 @@ async def test_a_stopping_server_ends_open_streams_so_its_workers_stop_without_a
     assert "refused to gracefully stop" not in server.stderr_tail()
 
 
+async def test_a_stopping_server_ends_a_stream_in_the_middle_of_its_catch_up(
+    servers: ServerFleet, module_databases: Callable[[], str]
+) -> None:
+    database_url = module_databases()
+    await append_concurrently(database_url, varied(20_000), writers=1, batch=2500)
+    server = servers.create(database_url, name="stream-stop-catch-up")
+    # The catch-up (7 MB) waits on the client, page after page.
+    with narrow_stream(server, "?last_event_id=0-0") as sock:
+        first = received_until(sock, b"event: ledger_event")
+        stopping = asyncio.create_task(asyncio.to_thread(server.stop))
+        raw, ended = await asyncio.to_thread(_read_until_end, sock, 15.0)
+        assert await stopping == 0
+    assert ended
+    body = _unchunked(first + raw).decode()
+    events = body.count("event: ledger_event")
+    assert 0 < events < 20_000  # what was left of the history was not sent
+    assert body.rstrip().endswith(": server stopping: reconnect with Last-Event-ID to resume")
+    assert "refused to gracefully stop" not in server.stderr_tail()
+
+
+@contextlib.contextmanager
+def narrow_stream(server: LedgerServer, query: str = "") -> Iterator[socket.socket]:
+    """A raw connection to ``GET /v1/stream{query}`` with a 4 KB receive window, so that
+    the server's writes soon wait on the client."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", server.port))
+        sock.sendall(
+            f"GET /v1/stream{query} HTTP/1.1\r\nHost: x\r\nAuthorization: "
+            f"{AUTHORIZED['Authorization']}\r\n\r\n".encode()
+        )
+        yield sock
+
+
+def received_until(sock: socket.socket, marker: bytes) -> bytes:
+    """What the server sends until ``marker`` has come."""
+    received = b""
+    while marker not in received:
+        received += sock.recv(4096)
+    return received
+
+
 def _read_until_end(sock: socket.socket, within: float) -> tuple[bytes, bool]:
     """Everything the server sends until its response ends (the last chunk) or the
     connection closes; and whether it ended within ``within`` seconds."""
@@ -324,16 +366,8 @@ async def test_a_client_that_falls_behind_is_told_and_disconnected(
 ) -> None:
     database_url = module_databases()
     server = servers.create(database_url, name="stream-slow", env={"LEDGER_STREAM_BUFFER": "50"})
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.connect(("127.0.0.1", server.port))
-        sock.sendall(
-            f"GET /v1/stream HTTP/1.1\r\nHost: x\r\nAuthorization: "
-            f"{AUTHORIZED['Authorization']}\r\n\r\n".encode()
-        )
-        first = b""
-        while b"ledger live feed" not in first:  # the stream has joined the feed
-            first += sock.recv(4096)
+    with narrow_stream(server) as sock:
+        first = received_until(sock, b"ledger live feed")  # the stream has joined the feed
         # From here on the client reads nothing while the ledger grows.
         await append_concurrently(database_url, varied(5000), writers=1, batch=2500)
         raw, ended = await asyncio.to_thread(_read_until_end, sock, 15.0)
