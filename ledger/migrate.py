@@ -60,16 +60,15 @@ async def pending_migrations(conn: psycopg.AsyncConnection[Any]) -> list[Migrati
 
 
 async def unknown_migrations(conn: psycopg.AsyncConnection[Any]) -> list[str]:
-    """Migrations applied to this database that this code does not ship (``003_runner``
-    form): a newer release migrated it, and this one is running against a schema it does
-    not know (a rolled-back deploy)."""
-    shipped = {migration.version for migration in _shipped_migrations()}
-    if not await applied_versions(conn):
-        return []
-    rows = await (
-        await conn.execute("SELECT version, name FROM schema_migrations ORDER BY version")
-    ).fetchall()
-    return [f"{version:03d}_{name}" for version, name in rows if version not in shipped]
+    """Migrations applied to this (migrated) database that this code does not ship
+    (``003_runner`` form): a newer release migrated it, and this one is running against a
+    schema it does not know (a rolled-back deploy)."""
+    shipped = [migration.version for migration in _shipped_migrations()]
+    cursor = await conn.execute(
+        "SELECT version, name FROM schema_migrations WHERE version <> ALL(%s) ORDER BY version",
+        (shipped,),
+    )
+    return [f"{version:03d}_{name}" for version, name in await cursor.fetchall()]
 
 
 async def migrate(conn: psycopg.AsyncConnection[Any]) -> list[Migration]:
