@@ -33,7 +33,7 @@ from projections.dead_letters import (
     record_dead_letters,
 )
 from projections.locks import Lock, try_advisory_lock
-from projections.statements import parameters, statements_for
+from projections.statements import live_statement, parameters, statements_for
 
 DEFAULT_BATCH_SIZE: Final = 2000
 
@@ -67,13 +67,14 @@ async def apply_next(
     :class:`~projections.checkpoints.VersionMismatch` if the stored view is of another
     version.
     """
-    params = _parameters(projector, batch_size)
     try:
-        cursor = await _execute(conn, statements_for(projector).next, params)
+        cursor = await _execute(conn, live_statement(projector, batch_size))
     except Exception as exc:
         if not is_the_events_fault(conn, exc):
             raise
-        return await _apply_isolating(conn, projector, params, batch_size)
+        return await _apply_isolating(
+            conn, projector, _parameters(projector, batch_size), batch_size
+        )
     row = await cursor.fetchone()
     assert row is not None  # the statement always returns one row
     events, last_xid, last_position, version, stored_xid, stored_position = row
@@ -179,7 +180,7 @@ async def catch_up_unclaimed(
 
 
 async def _execute(
-    conn: psycopg.AsyncConnection[Any], statement: str, params: Mapping[str, Any]
+    conn: psycopg.AsyncConnection[Any], statement: str, params: Mapping[str, Any] | None = None
 ) -> psycopg.AsyncCursor[Any]:
     """Run a fold statement: alone in autocommit mode (one round trip), else in a savepoint,
     so that a failing fold leaves the caller's transaction usable for isolating it."""
