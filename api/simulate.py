@@ -29,6 +29,31 @@ FAILED_CODES = ("10", "40", "420", "450", "900", "1000")
 PLIVO_TIME = "%Y-%m-%d %H:%M:%S.%f"
 
 
+class Network(msgspec.Struct, frozen=True):
+    """A mobile network messages go to: its MCC and MNC, and its numbers as Plivo writes them
+    (``prefix`` and then ``digits`` more)."""
+
+    mcc: str
+    mnc: str
+    prefix: str
+    digits: int
+
+
+#: Where simulated messages go, equally often: six networks in four countries, as an
+#: account sending worldwide would, so that the analytics by country and carrier show a mix.
+NETWORKS = (
+    Network("405", "854", "9170", 8),  # IN, Jio
+    Network("404", "45", "9198", 8),  # IN, Airtel
+    Network("310", "260", "1206", 7),  # US, T-Mobile
+    Network("310", "410", "1312", 7),  # US, AT&T
+    Network("234", "15", "447", 9),  # GB, Vodafone UK
+    Network("262", "01", "49151", 8),  # DE, Telekom
+)
+#: The account's sender numbers (``14155550000`` …): a pool of long codes, as a busy
+#: account rotates through.
+SENDERS = 20
+
+
 class SignedCallback(msgspec.Struct, frozen=True):
     """One callback as Plivo would send it: the form body and its signature headers."""
 
@@ -57,8 +82,9 @@ def lifecycle(
     outcome = outcome or drawn
     units = rng.choice((1, 1, 1, 2, 3))
     rate = Decimal("0.00350")
-    sender = "1415555" + f"{rng.randrange(10_000):04d}"
-    recipient = "9198" + f"{rng.randrange(100_000_000):08d}"
+    sender = "1415555" + f"{rng.randrange(SENDERS):04d}"
+    network = rng.choice(NETWORKS)
+    recipient = network.prefix + str(rng.randrange(10**network.digits)).zfill(network.digits)
     common = [
         ("From", sender),
         ("To", to_number or recipient),
@@ -68,8 +94,8 @@ def lifecycle(
         ("PowerpackUUID", ""),
         ("Type", "sms"),
         ("Units", str(units)),
-        ("MCC", "405"),
-        ("MNC", "803"),
+        ("MCC", network.mcc),
+        ("MNC", network.mnc),
         ("MessageTime", start.strftime(PLIVO_TIME)),
     ]
     queued_at = start + timedelta(milliseconds=rng.randrange(50, 500))

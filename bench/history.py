@@ -1,6 +1,7 @@
 """Realistic ledger history made with set-based SQL (no HTTP, no row-by-row Python).
 
-Each message follows ``api.simulate.lifecycle``: 80% delivered (queued, sent, delivered),
+Each message follows ``api.simulate.lifecycle``, to one of its networks from one of its
+senders: 80% delivered (queued, sent, delivered),
 8% undelivered (with an error code), 7% failed (queued, failed), 5% still sent, so 2.88
 events per message. Payloads carry every field a real callback has, as verbatim strings,
 meta says how it was "authenticated", dedup keys are derived exactly as
@@ -27,6 +28,7 @@ from typing import Any
 
 import psycopg
 
+from api.simulate import NETWORKS, SENDERS
 from bench.harness import Database
 
 EVENTS_PER_MESSAGE = 0.88 * 3 + 0.12 * 2
@@ -47,16 +49,18 @@ SELECT message_uuid, 'plivo.status_reported', status, at,
               || convert_to('["' || message_uuid || '","' || status || '",' || seq || ']',
                             'UTF8')),
        jsonb_build_object(
-           'From', '1415555' || lpad(floor(u2 * 10000)::int::text, 4, '0'),
-           'To', '9198' || lpad(floor(u3 * 100000000)::bigint::text, 8, '0'),
+           'From', '1415555' || lpad(floor(u2 * {senders})::int::text, 4, '0'),
+           'To', ({prefixes})[network]
+                 || lpad(floor(u9 * 10 ^ ({digits})[network])::bigint::text,
+                         ({digits})[network], '0'),
            'MessageUUID', message_uuid::text,
            'ParentMessageUUID', message_uuid::text,
            'PartInfo', '1 of 1',
            'PowerpackUUID', '',
            'Type', 'sms',
            'Units', units::text,
-           'MCC', '405',
-           'MNC', '803',
+           'MCC', ({mccs})[network],
+           'MNC', ({mncs})[network],
            'MessageTime', to_char(started AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US'),
            'Status', status,
            'Sequence', seq::text,
@@ -85,6 +89,7 @@ FROM (
                CASE WHEN u1 < 0.80 THEN 'delivered' WHEN u1 < 0.88 THEN 'undelivered'
                     WHEN u1 < 0.95 THEN 'failed' ELSE 'sent' END AS outcome,
                (ARRAY[1, 1, 1, 2, 3])[1 + floor(u4 * 5)::int] AS units,
+               1 + floor(u3 * {networks})::int AS network,
                started + (50 + 450 * u5) * interval '1 millisecond' AS queued_at
         FROM (
             SELECT m, md5(%(seed)s::text || ':' || m::text)::uuid AS message_uuid,
@@ -117,9 +122,24 @@ ORDER BY at
 
 _DRAWS = ", ".join(
     f"(hashint8extended(m, %(seed)s * 16 + {k}) & 2147483647)::float8 / 2147483648.0 AS u{k}"
-    for k in range(1, 9)
+    for k in range(1, 10)
 )
-INSERT_SQL = _INSERT.replace("{draws}", _DRAWS)
+
+
+def _array(values: list[str]) -> str:
+    return "ARRAY[" + ", ".join(f"'{value}'" for value in values) + "]"
+
+
+# The simulator's networks and senders, drawn equally often as it draws them.
+INSERT_SQL = (
+    _INSERT.replace("{draws}", _DRAWS)
+    .replace("{senders}", str(SENDERS))
+    .replace("{networks}", str(len(NETWORKS)))
+    .replace("{mccs}", _array([n.mcc for n in NETWORKS]))
+    .replace("{mncs}", _array([n.mnc for n in NETWORKS]))
+    .replace("{prefixes}", _array([n.prefix for n in NETWORKS]))
+    .replace("{digits}", "ARRAY[" + ", ".join(str(n.digits) for n in NETWORKS) + "]")
+)
 
 
 def message_uuid(seed: int, message: int) -> uuid.UUID:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import msgspec
 
+from api import simulate
 from api.simulate import SignedCallback, plan_traffic
 from bench.harness import CALLBACK_PATH, CALLBACK_URL, OUT, PLIVO_AUTH_TOKEN
 
@@ -43,8 +44,10 @@ def signed_callbacks(count: int, *, seed: int, shuffle: bool = True) -> list[Sig
     """
     messages = int(count / CALLBACKS_PER_MESSAGE * 1.05) + 1
     chunks = -(-messages // _CHUNK_MESSAGES)
+    # The generator's source is part of the key: traffic made by an older one is not reused.
+    generator = Path(simulate.__file__).read_bytes()
     key = hashlib.sha256(
-        f"{seed}:{chunks}:{shuffle}:{CALLBACK_URL}:{PLIVO_AUTH_TOKEN}".encode()
+        f"{seed}:{chunks}:{shuffle}:{CALLBACK_URL}:{PLIVO_AUTH_TOKEN}:".encode() + generator
     ).hexdigest()[:16]
     cache = OUT / f"traffic-{key}.msgpack"
     if cache.exists():
