@@ -318,18 +318,27 @@ _COUNTED: Final = [m for m in MEASURES if m != "total_amount"]
 def _write_back(name: str, delta: str, table: str, key: Sequence[str]) -> sql.Composable:
     """CTEs adding the netted deltas of ``delta`` (a CTE keyed by ``key``) to the cube
     ``table``: new cells inserted, others updated, those left empty deleted. ``name``
-    prefixes the CTEs' names."""
+    prefixes the CTEs' names.
+
+    Each cell is looked up once, by its key (the lateral join, fenced with ``OFFSET 0``,
+    keeps the planner from hashing the whole cube, which grows with the history, for a
+    batch's few hundred cells), and updated or deleted by the row it found (a list of row
+    ids, so that the planner reads exactly those rows, however big the cube). Only one
+    applier writes a view at a time (its checkpoint row is locked), so the rows found are
+    the rows to change."""
     cells = sql.Identifier(f"{name}_cells")
     return sql.SQL(
-        "{cells} AS (SELECT {key}, c.messages IS NOT NULL AS stored, {counted},"
+        "{cells} AS (SELECT {d_key}, c.ctid AS found, {counted},"
         "  trim_scale(coalesce(c.total_amount, 0) + d.total_amount) AS total_amount"
-        "  FROM {delta} AS d LEFT JOIN {table} AS c USING ({key})),"
+        "  FROM {delta} AS d LEFT JOIN LATERAL (SELECT ctid, * FROM {table} AS c"
+        "   WHERE ({c_key}) = ({d_key}) OFFSET 0) AS c ON true),"
         " {inserted} AS (INSERT INTO {table} ({columns})"
-        "  SELECT {columns} FROM {cells} WHERE NOT stored),"
+        "  SELECT {columns} FROM {cells} WHERE found IS NULL),"
         " {updated} AS (UPDATE {table} AS c SET {assign} FROM {cells} AS cells"
-        "  WHERE cells.stored AND cells.messages <> 0 AND ({c_key}) = ({cells_key})),"
-        " {deleted} AS (DELETE FROM {table} AS c USING {cells} AS cells"
-        "  WHERE cells.stored AND cells.messages = 0 AND ({c_key}) = ({cells_key}))"
+        "  WHERE c.ctid = ANY (ARRAY(SELECT found FROM {cells} WHERE messages <> 0))"
+        "  AND c.ctid = cells.found),"
+        " {deleted} AS (DELETE FROM {table} AS c"
+        "  WHERE c.ctid = ANY (ARRAY(SELECT found FROM {cells} WHERE messages = 0)))"
     ).format(
         cells=cells,
         inserted=sql.Identifier(f"{name}_inserted"),
@@ -337,14 +346,13 @@ def _write_back(name: str, delta: str, table: str, key: Sequence[str]) -> sql.Co
         deleted=sql.Identifier(f"{name}_deleted"),
         delta=sql.Identifier(delta),
         table=sql.Identifier(table),
-        key=fold.identifiers(key),
+        d_key=fold.identifiers(key, "d"),
+        c_key=fold.identifiers(key, "c"),
         counted=_stored_plus_delta(_COUNTED),
         columns=fold.identifiers((*key, *MEASURES)),
         assign=sql.SQL(", ").join(
             sql.SQL("{0} = cells.{0}").format(sql.Identifier(name)) for name in MEASURES
         ),
-        c_key=fold.identifiers(key, "c"),
-        cells_key=fold.identifiers(key, "cells"),
     )
 
 
