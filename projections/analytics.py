@@ -444,8 +444,11 @@ class DeliveryAnalyticsProjector:
     name = "delivery_analytics"
     tables: tuple[str, ...] = (FACTS, COUNTS, DAYS, ALERTS, *LOOKUP_TABLES)
     reads = fold.Reads(COLUMNS, FIELDS)
-    #: As the daily view: read by analysts, by the hour; its batches are the dearest.
-    busy_interval = 0.25
+    #: Read by analysts, by the hour, and by the alert rule every 15 minutes: a second's lag
+    #: is invisible to them. Its statement is the dearest, with a fixed cost per batch, and
+    #: a message moved through several statuses within one batch moves cells once: at 1 s
+    #: instead of 250 ms the view adds about half as much to the projector's CPU per event.
+    busy_interval = 1.0
 
     def __init__(
         self,
