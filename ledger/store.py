@@ -283,28 +283,11 @@ def settled(alias: str = "events") -> str:
     return f"{alias}.transaction_id < pg_snapshot_xmin(pg_current_snapshot())"
 
 
-async def read_after(
-    conn: psycopg.AsyncConnection[Any], checkpoint: Checkpoint, limit: int
-) -> list[RecordedEvent]:
-    """The next events after ``checkpoint`` whose transactions are all settled (the fence:
-    see :func:`settled`)."""
-    async with conn.cursor(row_factory=class_row(_Row)) as cursor:
-        await cursor.execute(
-            f"SELECT {_COLUMNS} FROM events"
-            f" WHERE (transaction_id, position) > (%s::text::xid8, %s) AND {settled()}"
-            # The table's columns, not the bigint aliases: the (transaction_id, position) index
-            # then serves the order instead of a full scan and sort per batch.
-            " ORDER BY events.transaction_id, events.position LIMIT %s",
-            (str(checkpoint.transaction_id), checkpoint.position, limit),
-        )
-        return [_recorded(row) for row in await cursor.fetchall()]
-
-
 async def settled_after(
     conn: psycopg.AsyncConnection[Any], checkpoint: Checkpoint, limit: int
 ) -> list[Checkpoint]:
-    """The places of the next ``limit`` settled events after ``checkpoint`` (what
-    :func:`read_after` would read, without reading it)."""
+    """The places of the next ``limit`` settled events after ``checkpoint``, in fence order
+    (see :func:`settled`)."""
     cursor = await conn.execute(
         "SELECT transaction_id::text::bigint, position FROM events"
         f" WHERE (transaction_id, position) > (%s::text::xid8, %s) AND {settled()}"

@@ -30,7 +30,7 @@ from ledger.events import (
     NewEvent,
     RecordedEvent,
 )
-from ledger.store import Append, Checkpoint, append, read_after, read_stream
+from ledger.store import Append, Checkpoint, append, read_stream
 from projections.analytics import lookup_fills
 from projections.base import Projector
 from projections.queries import get_message_status
@@ -282,7 +282,7 @@ async def check_order_independence(conn: Conn, projector: Projector, data: st.Da
     async with private_ledger(conn) as ledger:
         for batch in data.draw(_batches(events), label="append transactions"):
             await append(conn, [Append(event) for event in batch])
-        recorded = await read_after(conn, Checkpoint(), 100_000)
+        recorded = [e for message in messages for e in await read_stream(conn, message)]
         upto = await ledger_head(conn)
         await apply(conn, projector, recorded)
         async with tables_in(conn, f"{ledger}_split", projector):
