@@ -68,7 +68,7 @@ async def apply_next(
     version.
     """
     try:
-        cursor = await _execute(conn, live_statement(projector, batch_size))
+        cursor = await _execute(conn, live_statement(conn, projector, batch_size))
     except Exception as exc:
         if not is_the_events_fault(conn, exc):
             raise

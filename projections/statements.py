@@ -26,11 +26,11 @@ checkpoint.
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import msgspec
+import psycopg
 from psycopg import sql
 
 from ledger.store import settled
@@ -138,43 +138,19 @@ def build_statements_for(projectors: tuple[Projector, ...]) -> BuildStatements:
     )
 
 
-def live_statement(projector: Projector, batch_size: int) -> str:
-    """:attr:`Statements.next` with its parameters written in as literals, so that it has
-    none left and each connection plans it once, when psycopg prepares it. With parameters,
-    PostgreSQL plans every execution anew (a generic plan, blind to the batch size and the
-    version, runs several times slower), which cost a live view up to 6 ms a batch, more
-    than folding a small batch does."""
-    statement = statements_for(projector).next
+def live_statement(
+    conn: psycopg.AsyncConnection[Any], projector: Projector, batch_size: int
+) -> str:
+    """:attr:`Statements.next` with its parameters written in as literals (by psycopg's
+    client-side binding, for ``conn``), so that it has none left and each connection plans
+    it once, when psycopg prepares it. With parameters, PostgreSQL plans every execution
+    anew (a generic plan, blind to the batch size and the version, runs several times
+    slower), which cost a live view up to 6 ms a batch, more than folding a small batch
+    does."""
     values = parameters(
         [projector], name=projector.name, version=projector.version, limit=batch_size
     )
-    return _bound(statement, tuple((name, values[name]) for name in _placeholders(statement)))
-
-
-_PLACEHOLDER: Final = re.compile(r"%(?:\((\w+)\)s|%)")
-
-
-@functools.cache
-def _placeholders(statement: str) -> frozenset[str]:
-    return frozenset(name for name in _PLACEHOLDER.findall(statement) if name)
-
-
-# Keyed by the values, not by the projector: a projector's parameters may change.
-@functools.lru_cache(maxsize=256)
-def _bound(statement: str, values: tuple[tuple[str, Any], ...]) -> str:
-    return bound(statement, dict(values))
-
-
-def bound(statement: str, values: Mapping[str, Any]) -> str:
-    """``statement`` (rendered for named parameters) with each ``%(name)s`` replaced by the
-    literal of ``values[name]``, and ``%%`` by ``%``: a statement to run without
-    parameters."""
-
-    def literal(placeholder: re.Match[str]) -> str:
-        name = placeholder.group(1)
-        return "%" if name is None else sql.Literal(values[name]).as_string(None)
-
-    return _PLACEHOLDER.sub(literal, statement)
+    return psycopg.AsyncClientCursor(conn).mogrify(statements_for(projector).next, values)
 
 
 def parameters(projectors: Sequence[Projector], **own: Any) -> Mapping[str, Any]:
