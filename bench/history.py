@@ -1,13 +1,12 @@
 """Realistic ledger history made with set-based SQL (no HTTP, no row-by-row Python).
 
 Each message follows ``api.simulate.lifecycle``, to one of its networks from one of its
-senders: 80% delivered (queued, sent, delivered),
-8% undelivered (with an error code), 7% failed (queued, failed), 5% still sent, so 2.88
-events per message. Payloads carry every field a real callback has, as verbatim strings,
-meta says how it was "authenticated", dedup keys are derived exactly as
-``ledger.callbacks.to_event`` derives them, and no event is a duplicate. Messages start
-half a second apart from a fixed date, so a million events span about two days and ten
-million about three weeks (the metrics view gets many days).
+senders: 80% delivered (queued, sent, delivered), 8% undelivered (with an error code), 7%
+failed (queued, failed), 5% still sent, so 2.88 events per message. Payloads carry every
+field a real callback has, as verbatim strings, meta says how it was "authenticated", dedup
+keys are derived exactly as ``ledger.callbacks.to_event`` derives them, and no event is a
+duplicate. Messages start half a second apart from a fixed date, so a million events span
+about two days and ten million about three weeks (the metrics view gets many days).
 
 Everything is a pure function of (seed, message number), so a message's UUID can be
 recomputed in Python (:func:`message_uuid`) to look it up, and growing a table from 250k to
@@ -126,8 +125,9 @@ _DRAWS = ", ".join(
 )
 
 
-def _array(values: list[str]) -> str:
-    return "ARRAY[" + ", ".join(f"'{value}'" for value in values) + "]"
+def _array(values: list[str] | list[int]) -> str:
+    """A SQL array of ``values`` (strings quoted: they are the simulator's digits only)."""
+    return "ARRAY[" + ", ".join(repr(value) for value in values) + "]"
 
 
 # The simulator's networks and senders, drawn equally often as it draws them.
@@ -138,7 +138,7 @@ INSERT_SQL = (
     .replace("{mccs}", _array([n.mcc for n in NETWORKS]))
     .replace("{mncs}", _array([n.mnc for n in NETWORKS]))
     .replace("{prefixes}", _array([n.prefix for n in NETWORKS]))
-    .replace("{digits}", "ARRAY[" + ", ".join(str(n.digits) for n in NETWORKS) + "]")
+    .replace("{digits}", _array([n.digits for n in NETWORKS]))
 )
 
 
